@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# submit.sh -- submit agra's whole sweep to Slurm with one command.
+#
+# What: a job array of train.sbatch (one task per shard; task I trains the
+# members m with m % N == I) plus finish.sbatch (explain, evaluate, report)
+# that starts only when every array task has succeeded
+# (--dependency=afterok:<array job id>). Both work on one shared run directory.
+# Why: training members is embarrassingly parallel; the array spreads it over
+# nodes, survives time limits/preemption through checkpoint + requeue
+# (see docs/SLURM.md), and the dependency chains the post-processing.
+#
+# Usage:
+#   scripts/slurm/submit.sh --run-dir DIR [options] [-- extra agra options]
+#
+# Options:
+#   --run-dir DIR         shared run directory (required; made absolute)
+#   --preset P            agra preset (quick|paper)
+#   --config FILE         agra config file (made absolute)
+#   --devices D           agra --devices for every job (default: auto)
+#   --shards N            number of array tasks (default: number of members,
+#                         from `agra status --json`)
+#   --parallel P          at most P tasks at once (--array=0-(N-1)%P)
+#   --pack N              passed to `agra train --pack N`
+#   --partition X         Slurm partition
+#   --account A           Slurm account
+#   --time T              time limit of each job (Slurm format, e.g. 4:00:00)
+#   --gpus-per-task G     GPUs per array task / finish job; "auto" (default):
+#                         1 if the partition advertises gpu GRES, else none;
+#                         always none with --devices cpu
+#   --cpus-per-task C     CPUs per task
+#   --mem M               memory per task (e.g. 16G)
+#   --signal-lead S       seconds before the time limit to send USR1 (120)
+#   --log-dir DIR         Slurm output files (default: RUN_DIR/slurm)
+#   --allow-partial       finish job depends on afterany and runs
+#                         `explain --allow-partial` (report on what trained)
+#   --parsable            print only "ARRAY_JOB_ID FINISH_JOB_ID" on stdout
+#   --dry-run             print the sbatch commands, submit nothing
+#   -h, --help
+# Everything after `--` is passed to every agra invocation; it must be agra
+# global options (e.g. --set train.epochs=6), since explain/evaluate/report
+# get it too.
+#
+# Environment: AGRA (agra binary; default: <repo>/target/release/agra). The
+# binary, the run directory and this repository must be on a filesystem shared
+# by the submit host and all compute nodes.
+set -euo pipefail
+
+die() { echo "submit.sh: $*" >&2; exit 2; }
+info() { ((PARSABLE)) || echo "$*"; }
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
+
+abspath() {
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s/%s\n' "$PWD" "$1" ;;
+    esac
+}
+
+RUN_DIR="" PRESET="" CONFIG="" DEVICES="auto" SHARDS="" PARALLEL="" PACK=""
+PARTITION="" ACCOUNT="" TIME="" GPUS="auto" CPUS="" MEM="" LEAD=120
+LOG_DIR="" ALLOW_PARTIAL=0 PARSABLE=0 DRY_RUN=0
+EXTRA=()
+
+need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+while (($#)); do
+    case "$1" in
+        --run-dir) need "$@"; RUN_DIR="$2"; shift 2 ;;
+        --preset) need "$@"; PRESET="$2"; shift 2 ;;
+        --config) need "$@"; CONFIG="$2"; shift 2 ;;
+        --devices) need "$@"; DEVICES="$2"; shift 2 ;;
+        --shards) need "$@"; SHARDS="$2"; shift 2 ;;
+        --parallel) need "$@"; PARALLEL="$2"; shift 2 ;;
+        --pack) need "$@"; PACK="$2"; shift 2 ;;
+        --partition) need "$@"; PARTITION="$2"; shift 2 ;;
+        --account) need "$@"; ACCOUNT="$2"; shift 2 ;;
+        --time) need "$@"; TIME="$2"; shift 2 ;;
+        --gpus-per-task) need "$@"; GPUS="$2"; shift 2 ;;
+        --cpus-per-task) need "$@"; CPUS="$2"; shift 2 ;;
+        --mem) need "$@"; MEM="$2"; shift 2 ;;
+        --signal-lead) need "$@"; LEAD="$2"; shift 2 ;;
+        --log-dir) need "$@"; LOG_DIR="$2"; shift 2 ;;
+        --allow-partial) ALLOW_PARTIAL=1; shift ;;
+        --parsable) PARSABLE=1; shift ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        --) shift; EXTRA=("$@"); break ;;
+        *) die "unknown option '$1' (agra options go after --; see --help)" ;;
+    esac
+done
+
+[[ -n "$RUN_DIR" ]] || die "--run-dir is required"
+RUN_DIR="$(abspath "$RUN_DIR")"
+LOG_DIR="$(abspath "${LOG_DIR:-$RUN_DIR/slurm}")"
+[[ -z "$CONFIG" ]] || CONFIG="$(abspath "$CONFIG")"
+[[ -z "$CONFIG" || -f "$CONFIG" ]] || die "config file not found: $CONFIG"
+[[ "$LEAD" =~ ^[0-9]+$ ]] || die "--signal-lead must be seconds"
+[[ -z "$SHARDS" || "$SHARDS" =~ ^[1-9][0-9]*$ ]] || die "--shards must be a positive integer"
+[[ -z "$PARALLEL" || "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || die "--parallel must be a positive integer"
+
+AGRA="${AGRA:-$REPO_DIR/target/release/agra}"
+AGRA="$(abspath "$AGRA")"
+[[ -x "$AGRA" ]] || die "agra binary not found at $AGRA (cargo build --release, or set AGRA)"
+
+# Options given to every agra invocation of the sweep.
+COMMON=(--run-dir "$RUN_DIR" --devices "$DEVICES" -q)
+[[ -z "$PRESET" ]] || COMMON+=(--preset "$PRESET")
+[[ -z "$CONFIG" ]] || COMMON+=(--config "$CONFIG")
+COMMON+=("${EXTRA[@]}")
+
+# Validate the configuration here, before anything is queued, and learn the
+# member count. Exit 2 from agra is a usage/config error.
+status_json=""
+if status_json="$("$AGRA" "${COMMON[@]}" status --json 2>/dev/null)"; then
+    :
+else
+    rc=$?
+    if ((rc == 2)); then
+        "$AGRA" "${COMMON[@]}" status --json >/dev/null || true
+        die "agra rejected the options (exit 2): ${COMMON[*]}"
+    fi
+    status_json=""
+fi
+if [[ -z "$SHARDS" ]]; then
+    [[ -n "$status_json" ]] || die "cannot determine the member count; pass --shards N"
+    SHARDS="$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)["members"]))' <<<"$status_json" 2>/dev/null)" \
+        || die "cannot parse 'agra status --json'; pass --shards N"
+    ((SHARDS > 0)) || die "agra reports no members"
+fi
+PARALLEL="${PARALLEL:-$SHARDS}"
+
+if [[ "$DEVICES" == cpu* ]]; then
+    GPUS=0
+elif [[ "$GPUS" == auto ]]; then
+    GPUS=0
+    if command -v sinfo >/dev/null 2>&1 &&
+        sinfo -h ${PARTITION:+-p "$PARTITION"} -o '%G' 2>/dev/null | grep -q 'gpu'; then
+        GPUS=1
+    fi
+fi
+[[ "$GPUS" =~ ^[0-9]+$ ]] || die "--gpus-per-task must be a number or auto"
+
+SB=(sbatch --parsable --export=ALL)
+[[ -z "$PARTITION" ]] || SB+=(--partition "$PARTITION")
+[[ -z "$ACCOUNT" ]] || SB+=(--account "$ACCOUNT")
+[[ -z "$TIME" ]] || SB+=(--time "$TIME")
+((GPUS == 0)) || SB+=(--gres "gpu:$GPUS")
+[[ -z "$CPUS" ]] || SB+=(--cpus-per-task "$CPUS")
+[[ -z "$MEM" ]] || SB+=(--mem "$MEM")
+
+TRAIN=("${SB[@]}" --job-name agra-train --array "0-$((SHARDS - 1))%$PARALLEL"
+    --requeue --signal "B:USR1@$LEAD" --open-mode append
+    --output "$LOG_DIR/train-%A_%a.out"
+    "$SCRIPT_DIR/train.sbatch" "${COMMON[@]}")
+[[ -z "$PACK" ]] || TRAIN+=(--pack "$PACK")
+if ((ALLOW_PARTIAL)); then DEP=afterany; else DEP=afterok; fi
+FINISH=("${SB[@]}" --job-name agra-finish --open-mode append
+    --output "$LOG_DIR/finish-%j.out" --kill-on-invalid-dep yes
+    "$SCRIPT_DIR/finish.sbatch" "${COMMON[@]}")
+
+export AGRA AGRA_SHARDS="$SHARDS" AGRA_GPUS="$GPUS" AGRA_ALLOW_PARTIAL="$ALLOW_PARTIAL"
+
+if ((DRY_RUN)); then
+    echo "AGRA=$AGRA AGRA_SHARDS=$SHARDS AGRA_GPUS=$GPUS AGRA_ALLOW_PARTIAL=$ALLOW_PARTIAL"
+    printf '%q ' "${TRAIN[@]}"; echo
+    FINISH=("${FINISH[@]:0:1}" --dependency "$DEP:<array job id>" "${FINISH[@]:1}")
+    printf '%q ' "${FINISH[@]}"; echo
+    exit 0
+fi
+
+command -v sbatch >/dev/null 2>&1 || die "sbatch not found (run on a Slurm submit host)"
+mkdir -p "$RUN_DIR" "$LOG_DIR"
+
+out="$("${TRAIN[@]}")" || die "sbatch of the training array failed"
+ARRAY_ID="${out%%;*}"
+[[ "$ARRAY_ID" =~ ^[0-9]+$ ]] || die "unexpected sbatch output: $out"
+FINISH=("${FINISH[@]:0:1}" --dependency "$DEP:$ARRAY_ID" "${FINISH[@]:1}")
+if ! out="$("${FINISH[@]}")"; then
+    scancel "$ARRAY_ID" || true
+    die "sbatch of the finish job failed; cancelled array $ARRAY_ID"
+fi
+FINISH_ID="${out%%;*}"
+
+if ((PARSABLE)); then
+    echo "$ARRAY_ID $FINISH_ID"
+else
+    info "run dir:      $RUN_DIR"
+    info "train array:  $ARRAY_ID  ($SHARDS tasks, at most $PARALLEL at once; logs $LOG_DIR/train-${ARRAY_ID}_<task>.out)"
+    info "finish job:   $FINISH_ID  ($DEP:$ARRAY_ID; explain, evaluate, report)"
+    info "watch:        squeue -j $ARRAY_ID,$FINISH_ID ; $AGRA --run-dir $RUN_DIR status"
+fi

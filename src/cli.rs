@@ -1,0 +1,105 @@
+//! The command-line contract: subcommands, global options and their parsing.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agra",
+    version,
+    about = "Train many copies of a small CNN and explain them with averaged input gradients (AGRA)",
+    long_about = "agra reproduces the AGRA paper: it generates 2-D signals whose right explanation is \
+                  known, trains an ensemble of CNN members packed several per device, explains them \
+                  with GRAD, SmoothGrad, saliency, gradient x input and integrated gradients, and \
+                  scores every method and its member average against the ground truth."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Run directory (default: runs/<preset>).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Configuration preset compiled into the binary.
+    #[arg(long, global = true, default_value = "paper", value_parser = ["quick", "paper"])]
+    pub preset: String,
+    /// TOML file whose keys override the preset.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. --set train.epochs=5 (repeatable, applied last).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Workers: auto (every CUDA device, else cpu), cpu, or a list such as cuda:0,cuda:1 or cpu,cpu.
+    #[arg(long, global = true, default_value = "auto", value_name = "LIST")]
+    pub devices: String,
+    /// No progress bars or summaries.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output for status and each stage's summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate the ground-truth signals, perturbations and scores.
+    Data(DataArgs),
+    /// Train the ensemble members (resumable, shardable).
+    Train(TrainArgs),
+    /// Compute every attribution method per member and its AGRA average.
+    Explain(ExplainArgs),
+    /// Score the explanations against the ground truth.
+    Evaluate,
+    /// Write the tables and figures of the report.
+    Report,
+    /// All stages in order, each skipped when already complete.
+    Run(RunArgs),
+    /// Which stages are complete and which members are finished, in progress or failed.
+    Status,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DataArgs {
+    /// Also write each array as .npy for Python users.
+    #[arg(long, value_parser = ["npy"])]
+    pub export: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TrainArgs {
+    /// Train only shard I of N (members m with m % N == I), for job arrays.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Members per pack (default: chosen from the device).
+    #[arg(long, value_name = "N")]
+    pub pack: Option<usize>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ExplainArgs {
+    /// Explain with the finished members even when some are missing or failed.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Split to explain (overrides explain.split).
+    #[arg(long, value_parser = ["train", "test", "all"])]
+    pub split: Option<String>,
+    /// Most (member x signal x sample) rows in one forward/backward.
+    #[arg(long, default_value_t = 16384, value_name = "ROWS")]
+    pub max_batch: usize,
+    /// Also write safetensors next to the .npy files.
+    #[arg(long)]
+    pub safetensors: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub explain: ExplainArgs,
+}

@@ -1,0 +1,65 @@
+//! `agra data`: the ground-truth data set, written once per run directory. `ensure` lets later
+//! stages (and concurrent training shards) create it on demand, under a lock.
+
+pub mod generate;
+pub mod io;
+
+pub use generate::Split;
+
+use crate::cli::DataArgs;
+use crate::progress::Progress;
+use crate::store::rundir::Stage;
+use crate::store::{lock::Lock, RunDir};
+use anyhow::Result;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub train: usize,
+    pub test: usize,
+    pub mean_score: f64,
+    pub mean_perturbations: f64,
+    pub files: Vec<String>,
+}
+
+pub fn run(run: &RunDir, args: &DataArgs, ui: &Progress) -> Result<Summary> {
+    ensure(run, ui)?;
+    let train = io::read_split(&run.split_path("train"))?;
+    let test = io::read_split(&run.split_path("test"))?;
+    let mut files = vec![run.split_path("train"), run.split_path("test")];
+    if args.export.is_some() {
+        let dir = run.data_dir().join("npy");
+        io::export_npy(&train, &dir, "train")?;
+        io::export_npy(&test, &dir, "test")?;
+        files.push(dir);
+    }
+    let all = Split::concat(&train, &test);
+    let n = all.len() as f64;
+    Ok(Summary {
+        train: train.len(),
+        test: test.len(),
+        mean_score: all.scores.iter().map(|&s| s as f64).sum::<f64>() / n,
+        mean_perturbations: all.perturbations.iter().map(Vec::len).sum::<usize>() as f64 / n,
+        files: files.iter().map(|p| p.display().to_string()).collect(),
+    })
+}
+
+/// Generates the splits unless they exist. Concurrent callers wait on one lock and the second
+/// finds the work done.
+pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
+    if run.is_complete(Stage::Data)? {
+        return Ok(());
+    }
+    let _lock = Lock::acquire(&run.lock_path("data"))?;
+    if run.is_complete(Stage::Data)? {
+        return Ok(());
+    }
+    let started = Instant::now();
+    run.stage_started(Stage::Data, &["cpu".to_string()])?;
+    ui.note(&format!("data: generating {} signals", run.config.data.signals));
+    let (train, test) = generate::generate(&run.config.data, run.config.seed);
+    io::write_split(&train, &run.split_path("train"))?;
+    io::write_split(&test, &run.split_path("test"))?;
+    run.stage_finished(Stage::Data, started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,255 @@
+//! `agra explain`: every attribution method for every finished member, and its AGRA version
+//! (mean and per-timestep std over members), computed in packs on the devices, reduced there,
+//! and exported as .npy (and safetensors on request) with a manifest.
+
+mod batching;
+mod descent;
+pub mod export;
+mod gradient;
+mod noise;
+mod objective;
+
+use crate::cli::ExplainArgs;
+use crate::data::{io::read_split, Split};
+use crate::error::UsageError;
+use crate::farm::{self, Devices, Worker};
+use crate::model::{Architecture, PackedCnn};
+use crate::progress::Progress;
+use crate::store::rundir::Stage;
+use crate::store::RunDir;
+use anyhow::Result;
+pub use export::{load_method, MethodArrays};
+pub use noise::PairIds;
+pub use objective::Objective;
+use serde::Serialize;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// One attribution method, run on a chunk of [S, P, dims, T] inputs of a pack.
+pub trait Method {
+    fn name(&self) -> &'static str;
+    /// Forward rows each (signal, member) pair needs at once (noise samples, IG points).
+    fn rows_per_pair(&self) -> usize;
+    fn attribute(&self, objective: &Objective, x0: &Tensor, ids: &PairIds) -> Result<Output>;
+}
+
+/// A method's result for a chunk: tensors over [S, P] pairs, on the device.
+pub struct Output {
+    pub attribution: Tensor,              // [S, P, dims, T]
+    pub iterations: Option<Tensor>,       // [S, P] i64
+    pub converged: Option<Tensor>,        // [S, P] bool
+    pub completeness_gap: Option<Tensor>, // [S, P]
+}
+
+impl Output {
+    pub fn plain(attribution: Tensor) -> Output {
+        Output { attribution, iterations: None, converged: None, completeness_gap: None }
+    }
+
+    fn concat(parts: Vec<Output>) -> Output {
+        let cat = |pick: fn(&Output) -> Option<&Tensor>| -> Option<Tensor> {
+            let items: Option<Vec<&Tensor>> = parts.iter().map(pick).collect();
+            items.map(|items| Tensor::cat(&items, 0))
+        };
+        Output {
+            attribution: cat(|o| Some(&o.attribution)).expect("every chunk has an attribution"),
+            iterations: cat(|o| o.iterations.as_ref()),
+            converged: cat(|o| o.converged.as_ref()),
+            completeness_gap: cat(|o| o.completeness_gap.as_ref()),
+        }
+    }
+}
+
+/// The methods of the config, built for one device.
+pub fn methods(config: &crate::config::Config, device: Device) -> Vec<Box<dyn Method>> {
+    let e = &config.explain;
+    let wants = |m: &str| e.methods.iter().any(|x| x == m);
+    let mut out: Vec<Box<dyn Method>> = Vec::new();
+    let descent = |smooth| descent::Descent { eta: e.eta, tol: e.tol, max_iter: e.max_iter, smooth };
+    // gxi is derived from grad's attribution, so grad runs whenever gxi is asked for.
+    if wants("grad") || wants("gxi") {
+        out.push(Box::new(descent(None)));
+    }
+    if wants("smoothgrad") {
+        let bank = noise::NoiseBank::new(config.seed, config.data.dims as i64, config.data.length as i64, device);
+        out.push(Box::new(descent(Some(descent::Smooth { samples: e.smooth_samples, sigma: e.smooth_sigma, bank }))));
+    }
+    if wants("saliency") {
+        out.push(Box::new(gradient::Saliency));
+    }
+    if wants("ig") {
+        out.push(Box::new(gradient::IntegratedGradients { steps: e.ig_steps }));
+    }
+    out
+}
+
+/// One pack's results: per method, per-member tensors on the host and the pack's partial
+/// reduction (mean and sum of squared deviations over its members), made on the device.
+pub struct PackResult {
+    pub positions: Vec<usize>,
+    pub methods: Vec<(String, MethodPart)>,
+}
+
+pub struct MethodPart {
+    pub members: Vec<f32>,          // [P, S, dims, T]
+    pub mean: Vec<f32>,             // [S, dims, T]
+    pub m2: Vec<f32>,               // [S, dims, T]
+    pub iterations: Option<Vec<i64>>, // [P, S]
+    pub converged: Option<Vec<u8>>,   // [P, S]
+    pub gap: Option<Vec<f32>>,        // [P, S]
+    pub seconds: f64,
+    pub evaluations: f64,
+}
+
+/// Explains the signals `x` ([S, dims, T] on the host) with a pack of members on `worker`.
+pub fn explain_pack(
+    config: &crate::config::Config,
+    arch: &Architecture,
+    worker: &Worker,
+    weights: &[(usize, usize, Tensor)], // (position in output, member id, weights)
+    signals: &Split,
+    max_batch: usize,
+) -> Result<PackResult> {
+    let device = worker.device;
+    let vectors: Vec<Tensor> = weights.iter().map(|(_, _, w)| w.shallow_clone()).collect();
+    let model = PackedCnn::from_members(arch, &vectors, device);
+    let _ = model.flat.detach().set_requires_grad(false);
+    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let (s, p) = (signals.len() as i64, weights.len() as i64);
+    let x = Tensor::from_slice(&signals.perturbed).view([s, 1, arch.dims, arch.length]).to_device(device);
+    // [S, 1, dims, T] -> [S, P, dims, T]: every member explains every signal.
+    let x0 = x.expand([s, p, arch.dims, arch.length], false).contiguous();
+    let ids = PairIds {
+        signals: Tensor::arange(s, (Kind::Int64, device)),
+        members: Tensor::from_slice(&weights.iter().map(|(_, m, _)| *m as i64).collect::<Vec<_>>()).to_device(device),
+    };
+    let mut parts = Vec::new();
+    for method in methods(config, device) {
+        let started = Instant::now();
+        let per_chunk = batching::chunk_signals(max_batch, p as usize, method.rows_per_pair());
+        let out = batching::batched(s, per_chunk, |start, len| {
+            method.attribute(&objective, &x0.narrow(0, start, len), &ids.narrow(start, len))
+        })?;
+        let evaluations = out.iterations.as_ref().map_or((s * p) as f64, |it| f64::try_from(it.sum(Kind::Float)).unwrap_or(0.0))
+            * method.rows_per_pair() as f64;
+        if method.name() == "grad" {
+            if config.explain.methods.iter().any(|m| m == "gxi") {
+                let gxi = Output::plain(&out.attribution * &x0);
+                parts.push(("gxi".to_string(), download(&gxi, started, evaluations)?));
+            }
+            if !config.explain.methods.iter().any(|m| m == "grad") {
+                continue;
+            }
+        }
+        parts.push((method.name().to_string(), download(&out, started, evaluations)?));
+    }
+    Ok(PackResult { positions: weights.iter().map(|(pos, _, _)| *pos).collect(), methods: parts })
+}
+
+/// Moves a pack's output to the host as member-major arrays, with the pack's mean and sum of
+/// squared deviations over members reduced on the device.
+fn download(out: &Output, started: Instant, evaluations: f64) -> Result<MethodPart> {
+    let host_f32 = |t: &Tensor| -> Result<Vec<f32>> { Ok(Vec::try_from(&t.to_device(Device::Cpu).contiguous().view([-1]))?) };
+    // [S, P, dims, T] -> [P, S, dims, T]
+    let a = out.attribution.to_kind(Kind::Float);
+    let mean = a.mean_dim(1, true, Kind::Float);
+    let m2 = (&a - &mean).square().sum_dim_intlist(1, false, Kind::Float);
+    let pairs = |t: &Tensor| t.transpose(0, 1).contiguous(); // [S, P] -> [P, S]
+    let part = MethodPart {
+        members: host_f32(&a.transpose(0, 1))?,
+        mean: host_f32(&mean.squeeze_dim(1))?,
+        m2: host_f32(&m2)?,
+        iterations: out.iterations.as_ref().map(|t| Vec::try_from(&pairs(t).to_device(Device::Cpu).view([-1]))).transpose()?,
+        converged: out
+            .converged
+            .as_ref()
+            .map(|t| Vec::try_from(&pairs(t).to_kind(Kind::Uint8).to_device(Device::Cpu).view([-1])))
+            .transpose()?,
+        gap: out.completeness_gap.as_ref().map(|t| host_f32(&pairs(t))).transpose()?,
+        seconds: started.elapsed().as_secs_f64(),
+        evaluations,
+    };
+    Ok(part)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub members: Vec<usize>,
+    pub signals: usize,
+    pub split: String,
+    pub methods: Vec<export::MethodSummary>,
+    pub seconds: f64,
+}
+
+pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -> Result<Summary> {
+    let started = Instant::now();
+    let config = &run.config;
+    let arch = Architecture::new(&config.model, config.data.dims, config.data.length);
+    let split = args.split.clone().unwrap_or_else(|| config.explain.split.clone());
+    let signals = load_signals(run, &split)?;
+    let members = finished_members(run, &arch, args.allow_partial, ui)?;
+    let _lock = run.stage_lock("explain")?;
+    run.stage_started(Stage::Explain, &devices.names())?;
+
+    let pack = if devices.has_cuda() { members.len() } else { 10 };
+    let jobs: Vec<Vec<(usize, usize, Tensor)>> = members
+        .chunks(pack.div_ceil(1).max(1))
+        .enumerate()
+        .map(|(c, chunk)| {
+            chunk.iter().enumerate().map(|(i, (m, w))| (c * pack + i, *m, Tensor::from_slice(w))).collect()
+        })
+        .collect();
+    let bar = ui.bar("explain", jobs.len() as u64);
+    let results = farm::run_queue(&devices.workers, jobs, |worker, job| {
+        let result = explain_pack(config, &arch, worker, &job, &signals, args.max_batch);
+        bar.inc(1);
+        result
+    });
+    bar.finish_and_clear();
+    if crate::farm::signals::stop_requested() {
+        return Err(crate::error::Interrupted.into());
+    }
+    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let ids: Vec<usize> = members.iter().map(|(m, _)| *m).collect();
+    let shape = [signals.len(), config.data.dims, config.data.length];
+    let methods = export::write_all(run, &ids, &shape, &split, args, results)?;
+    let summary = Summary { members: ids, signals: signals.len(), split, methods, seconds: started.elapsed().as_secs_f64() };
+    run.stage_finished(Stage::Explain, summary.seconds)?;
+    Ok(summary)
+}
+
+/// The split to explain; `all` is train then test, so signal ids are global.
+pub fn load_signals(run: &RunDir, split: &str) -> Result<Split> {
+    Ok(match split {
+        "all" => Split::concat(&read_split(&run.split_path("train"))?, &read_split(&run.split_path("test"))?),
+        name => read_split(&run.split_path(name))?,
+    })
+}
+
+/// Every finished member's weights; missing or failed ones are an error unless
+/// `allow_partial`, and never averaged in silently.
+fn finished_members(run: &RunDir, arch: &Architecture, allow_partial: bool, ui: &Progress) -> Result<Vec<(usize, Vec<f32>)>> {
+    let mut finished = Vec::new();
+    let mut absent = Vec::new();
+    for m in 0..run.config.train.members {
+        match crate::train::member_state(run, arch, m)? {
+            (state, Some(c)) if state == "finished" => finished.push((m, c.weights)),
+            (state, _) => absent.push(format!("{m} ({state})")),
+        }
+    }
+    if !absent.is_empty() {
+        let list = absent.join(", ");
+        if !allow_partial || finished.is_empty() {
+            return Err(UsageError::new(format!(
+                "explain: members not finished: {list}; run `agra train` first{}",
+                if finished.is_empty() { "" } else { " or pass --allow-partial" }
+            ))
+            .into());
+        }
+        ui.warn(&format!("explain: leaving out members {list}"));
+    }
+    Ok(finished)
+}
+
+#[cfg(test)]
+mod tests;

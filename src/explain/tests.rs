@@ -1,0 +1,130 @@
+use super::*;
+use crate::config::{Config, Sources};
+use crate::model::init;
+
+fn setup(members: usize) -> (Config, Architecture, Vec<Tensor>) {
+    let config = Config::load(&Sources { preset: "quick".into(), ..Default::default() }).unwrap();
+    let arch = Architecture::new(&config.model, config.data.dims, config.data.length);
+    let weights = (0..members).map(|m| init::member_weights(&arch, 10 + m as u64)).collect();
+    (config, arch, weights)
+}
+
+fn inputs(arch: &Architecture, s: i64, p: i64) -> Tensor {
+    tch::manual_seed(3);
+    Tensor::randn([s, p, arch.dims, arch.length], (Kind::Float, Device::Cpu))
+}
+
+fn ids(s: i64, p: i64) -> PairIds {
+    PairIds { signals: Tensor::arange(s, (Kind::Int64, Device::Cpu)), members: Tensor::arange(p, (Kind::Int64, Device::Cpu)) }
+}
+
+#[test]
+fn input_gradient_matches_finite_differences() {
+    let (config, arch, weights) = setup(2);
+    let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
+    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let x = inputs(&arch, 1, 2).to_kind(Kind::Double).to_kind(Kind::Float);
+    let (_, grad) = objective.loss_and_grad(&x);
+    let h = 1e-2;
+    for &(p, d, t) in &[(0i64, 0i64, 10i64), (1, 1, 33), (0, 1, 50)] {
+        let bump = |sign: f64| {
+            let y = x.copy();
+            let _ = y.get(0).get(p).get(d).get(t).g_add_scalar_(sign * h);
+            f64::try_from(objective.loss(&y).get(0).get(p)).unwrap()
+        };
+        let numeric = (bump(1.0) - bump(-1.0)) / (2.0 * h);
+        let analytic = f64::try_from(grad.get(0).get(p).get(d).get(t)).unwrap();
+        assert!((numeric - analytic).abs() < 1e-2 * analytic.abs().max(1.0), "({p},{d},{t}): {numeric} vs {analytic}");
+    }
+}
+
+#[test]
+fn packed_gradient_of_a_member_equals_its_gradient_alone() {
+    let (config, arch, weights) = setup(3);
+    let packed = PackedCnn::from_members(&arch, &weights, Device::Cpu);
+    let x = inputs(&arch, 4, 3);
+    let (_, g) = Objective { model: &packed, target: config.data.optimal_score }.loss_and_grad(&x);
+    for m in 0..3 {
+        let alone = PackedCnn::from_members(&arch, &weights[m..m + 1], Device::Cpu);
+        let (_, g1) = Objective { model: &alone, target: config.data.optimal_score }.loss_and_grad(&x.narrow(1, m as i64, 1));
+        let diff = f64::try_from((g.narrow(1, m as i64, 1) - g1).abs().max()).unwrap();
+        assert!(diff < 1e-5, "member {m}: {diff}");
+    }
+}
+
+#[test]
+fn integrated_gradients_are_complete() {
+    let (config, arch, weights) = setup(2);
+    let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
+    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let x = inputs(&arch, 3, 2);
+    let ig = gradient::IntegratedGradients { steps: 256 };
+    let out = ig.attribute(&objective, &x, &ids(3, 2)).unwrap();
+    let expected = objective.loss(&x) - objective.loss(&x.zeros_like());
+    let gap = f64::try_from(out.completeness_gap.unwrap().max()).unwrap();
+    let scale = f64::try_from(expected.abs().max()).unwrap();
+    assert!(gap < 1e-2 * scale.max(1.0), "gap {gap} vs scale {scale}");
+}
+
+#[test]
+fn grad_stops_each_pair_at_the_tolerance() {
+    let (config, arch, weights) = setup(2);
+    let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
+    let objective = Objective { model: &model, target: 0.05 };
+    let x = inputs(&arch, 3, 2) * 0.1;
+    let tol = 1e-3;
+    let method = descent::Descent { eta: 0.5, tol, max_iter: 2000, smooth: None };
+    let out = method.attribute(&objective, &x, &ids(3, 2)).unwrap();
+    let converged = out.converged.unwrap();
+    assert!(bool::try_from(converged.all()).unwrap(), "all pairs converge on this easy target");
+    let final_loss = objective.loss(&(&x - &out.attribution));
+    assert!(f64::try_from(final_loss.max()).unwrap() < tol);
+    let iters = out.iterations.unwrap();
+    // A pair stops when it first gets under the tolerance, not at the common maximum.
+    assert!(i64::try_from(iters.max()).unwrap() < 2000);
+}
+
+#[test]
+fn smoothgrad_is_deterministic_for_a_seed() {
+    let (config, arch, weights) = setup(2);
+    let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
+    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let x = inputs(&arch, 2, 2);
+    let run = |seed| {
+        let bank = noise::NoiseBank::new(seed, arch.dims, arch.length, Device::Cpu);
+        let method = descent::Descent { eta: 0.1, tol: 1e-9, max_iter: 5, smooth: Some(descent::Smooth { samples: 3, sigma: 0.1, bank }) };
+        method.attribute(&objective, &x, &ids(2, 2)).unwrap().attribution
+    };
+    assert!(run(1).equal(&run(1)));
+    assert!(!run(1).equal(&run(2)));
+}
+
+#[test]
+fn the_agra_reduction_is_the_mean_over_members_whatever_the_packing() {
+    let (mut config, arch, weights) = setup(5);
+    config.explain.methods = vec!["saliency".into()];
+    let worker = crate::farm::Worker { device: Device::Cpu, threads: 1 };
+    let (train, _) = crate::data::generate::generate(&config.data, config.seed);
+    let signals = train.select(&[0, 1, 2]);
+    let job = |range: std::ops::Range<usize>| -> Vec<(usize, usize, Tensor)> {
+        range.map(|m| (m, m, weights[m].shallow_clone())).collect()
+    };
+    let whole = explain_pack(&config, &arch, &worker, &job(0..5), &signals, 64).unwrap();
+    let parts = [explain_pack(&config, &arch, &worker, &job(0..2), &signals, 7).unwrap(), explain_pack(&config, &arch, &worker, &job(2..5), &signals, 7).unwrap()];
+    let per: usize = 3 * (arch.dims * arch.length) as usize;
+    let members = &whole.methods[0].1.members;
+    let mean: Vec<f32> = (0..per).map(|j| (0..5).map(|m| members[m * per + j]).sum::<f32>() / 5.0).collect();
+    for (a, b) in mean.iter().zip(&whole.methods[0].1.mean) {
+        assert!((a - b).abs() < 1e-5);
+    }
+    let (mut n, mut mu, mut m2) = (0, vec![0f64; per], vec![0f64; per]);
+    for part in &parts {
+        let p = &part.methods[0].1;
+        n = export::chan_combine(n, &mut mu, &mut m2, part.positions.len(), &p.mean, &p.m2);
+    }
+    for j in 0..per {
+        assert!((mu[j] as f32 - mean[j]).abs() < 1e-5);
+        let var: f32 = (0..5).map(|m| (members[m * per + j] - mean[j]).powi(2)).sum::<f32>() / 5.0;
+        assert!(((m2[j] / 5.0) as f32 - var).abs() < 1e-4 * var.max(1.0));
+    }
+}

@@ -1,0 +1,87 @@
+//! The farm: which workers exist (`--devices`), which members this process owns (`--shard`),
+//! how members are cut into packs, and the scheduler that hands packs to one worker thread per
+//! device. tch tensors are `Send` but not `Sync`, so each worker owns everything it touches.
+
+pub mod devices;
+pub mod schedule;
+pub mod signals;
+
+pub use devices::{Devices, Worker};
+pub use schedule::run_queue;
+
+use crate::error::UsageError;
+use anyhow::Result;
+
+/// `--shard I/N`: this process owns the members m with m % N == I.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    pub fn parse(text: &str) -> Result<Shard> {
+        let bad = || UsageError::new(format!("--shard {text}: expected I/N with 0 <= I < N"));
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad().into());
+        }
+        Ok(Shard { index, count })
+    }
+
+    pub fn owns(&self, member: usize) -> bool {
+        member % self.count == self.index
+    }
+}
+
+/// Cuts members into packs of at most `size`, keeping members that resume from different
+/// epochs apart: a pack shares one step counter and one epoch loop.
+pub fn packs<T: Clone>(members: &[(usize, T)], size: usize) -> Vec<Vec<(usize, T)>>
+where
+    T: PartialEq,
+{
+    let mut groups: Vec<Vec<(usize, T)>> = Vec::new();
+    for item in members {
+        match groups.iter_mut().find(|g| g[0].1 == item.1 && g.len() < size.max(1)) {
+            Some(group) => group.push(item.clone()),
+            None => groups.push(vec![item.clone()]),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_parsing_and_ownership() {
+        let s = Shard::parse("1/4").unwrap();
+        assert_eq!(s, Shard { index: 1, count: 4 });
+        assert!(s.owns(5) && !s.owns(4));
+        for bad in ["5/4", "4/4", "1/0", "x/2", "1", "-1/3", ""] {
+            let err = Shard::parse(bad).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn shards_partition_the_members() {
+        let n = 4;
+        for m in 0..50 {
+            let owners = (0..n).filter(|&i| Shard { index: i, count: n }.owns(m)).count();
+            assert_eq!(owners, 1);
+        }
+    }
+
+    #[test]
+    fn packs_respect_size_and_keep_epochs_apart() {
+        let members: Vec<(usize, usize)> = vec![(0, 0), (1, 0), (2, 5), (3, 0), (4, 5), (5, 0)];
+        let packs = packs(&members, 2);
+        assert_eq!(packs, vec![vec![(0, 0), (1, 0)], vec![(2, 5), (4, 5)], vec![(3, 0), (5, 0)]]);
+    }
+}

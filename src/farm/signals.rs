@@ -1,0 +1,32 @@
+//! SIGINT, SIGTERM and SIGUSR1 ask the farm to stop: each pack finishes its epoch, checkpoints
+//! and returns, and the process exits with code 3. A second Ctrl-C (SIGINT) exits at once (the
+//! atomic checkpoint writes make even that safe); a repeated SIGTERM does not, because Slurm
+//! and the batch script forwarding it may both send one. SIGUSR1 is what Slurm sends before a
+//! time limit with `--signal=B:USR1@120`.
+//!
+//! The flag is process-wide state by nature: a signal is delivered to the process.
+
+use anyhow::{Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+fn flag() -> &'static Arc<AtomicBool> {
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// Installs the handlers (idempotent enough: registering twice only adds a second setter).
+pub fn install() -> Result<()> {
+    // Order matters: the shutdown check runs before this signal sets the flag.
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag()))
+        .context("installing signal handlers")?;
+    for sig in [SIGINT, SIGTERM, SIGUSR1] {
+        signal_hook::flag::register(sig, Arc::clone(flag())).context("installing signal handlers")?;
+    }
+    Ok(())
+}
+
+pub fn stop_requested() -> bool {
+    flag().load(Ordering::Relaxed)
+}

@@ -1,0 +1,113 @@
+//! agra: trains many copies of a small CNN and explains their decisions with averaged input
+//! gradients (AGRA). `main` turns the pipeline's `Result` into an exit code; `run` reads as the
+//! pipeline: data -> train -> explain -> evaluate -> report.
+
+mod cli;
+mod config;
+mod data;
+mod error;
+mod explain;
+mod farm;
+mod metrics;
+mod model;
+mod progress;
+mod report;
+mod status;
+mod store;
+mod train;
+
+use anyhow::Result;
+use clap::Parser;
+use cli::{Cli, Command, Global};
+use config::{Config, Sources};
+use farm::Devices;
+use progress::Progress;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+use store::rundir::Stage;
+use store::RunDir;
+
+fn main() {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("agra: {err:#}");
+            error::exit_code(&err)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let code = if e.use_stderr() { error::EXIT_USAGE } else { 0 };
+        let _ = e.print();
+        std::process::exit(code);
+    });
+    let g = &cli.global;
+    let root = g.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&g.preset));
+    let config = Config::load(&Sources { preset: g.preset.clone(), file: g.config.clone(), sets: g.sets.clone() })?;
+    if let Command::Status = cli.command {
+        return status::run(&root, &config, g.json);
+    }
+    let devices = Devices::parse(&g.devices)?;
+    let ui = Progress::new(g.quiet);
+    farm::signals::install()?;
+    let run = RunDir::open(&root, &config)?;
+    match cli.command {
+        Command::Data(args) => emit(g, "data", &data::run(&run, &args, &ui)?),
+        Command::Train(args) => emit(g, "train", &train::run(&run, &devices, &args, &ui)?),
+        Command::Explain(args) => emit(g, "explain", &explain::run(&run, &devices, &args, &ui)?),
+        Command::Evaluate => emit(g, "evaluate", &metrics::run(&run, &devices, &ui)?),
+        Command::Report => emit(g, "report", &report::run(&run, &ui)?),
+        Command::Run(args) => pipeline(g, &run, &devices, &args, &ui),
+        Command::Status => unreachable!("handled above"),
+    }
+}
+
+/// Every stage in order, each skipped when already complete for this config.
+fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui: &Progress) -> Result<()> {
+    let started = Instant::now();
+    let skip = |stage: Stage| -> Result<bool> {
+        let done = run.is_complete(stage)?;
+        if done {
+            ui.note(&format!("{}: already complete, skipped", stage.name()));
+        }
+        Ok(done)
+    };
+    if !skip(Stage::Data)? {
+        emit(g, "data", &data::run(run, &cli::DataArgs::default(), ui)?)?;
+    }
+    if !skip(Stage::Train)? {
+        emit(g, "train", &train::run(run, devices, &args.train, ui)?)?;
+    }
+    if !skip(Stage::Explain)? {
+        emit(g, "explain", &explain::run(run, devices, &args.explain, ui)?)?;
+    }
+    if !skip(Stage::Evaluate)? {
+        emit(g, "evaluate", &metrics::run(run, devices, ui)?)?;
+    }
+    if !skip(Stage::Report)? {
+        emit(g, "report", &report::run(run, ui)?)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if g.json {
+        println!("{}", serde_json::json!({"stage": "run", "seconds": seconds, "run_dir": run.root()}));
+    } else if !g.quiet {
+        println!("run: all stages complete in {seconds:.1} s; report at {}", run.report_dir().join("report.md").display());
+    }
+    Ok(())
+}
+
+/// A stage's summary: one JSON line with --json, else the stage's human form.
+fn emit<S: Serialize + status::Human>(g: &Global, stage: &str, summary: &S) -> Result<()> {
+    if g.json {
+        let mut value = serde_json::to_value(summary)?;
+        value["stage"] = serde_json::Value::from(stage);
+        println!("{value}");
+    } else if !g.quiet {
+        println!("{stage}: {}", summary.human());
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The model-randomisation sanity check (Adebayo et al., 2018): an explanation that survives
+//! replacing the trained weights by random ones explains the input, not the model. We compare
+//! the saliency maps of trained members with those of randomly initialised copies: their
+//! similarity must be far below the similarity between two trained members.
+
+use super::stats;
+use crate::config::splitmix;
+use crate::data::Split;
+use crate::explain::Objective;
+use crate::farm::Worker;
+use crate::model::{init, Architecture, PackedCnn};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sanity {
+    pub members: usize,
+    /// Mean Spearman correlation of |saliency| between trained member i and a random network.
+    #[serde(deserialize_with = "super::nan::f64")]
+    pub trained_vs_random: f64,
+    /// The same between trained members i and i+1 (what "similar" looks like).
+    #[serde(deserialize_with = "super::nan::f64")]
+    pub trained_vs_trained: f64,
+    /// Unsigned Pearson with the ground truth, trained and random.
+    #[serde(deserialize_with = "super::nan::f64")]
+    pub truth_trained: f64,
+    #[serde(deserialize_with = "super::nan::f64")]
+    pub truth_random: f64,
+    pub passed: bool,
+}
+
+pub fn check(config: &crate::config::Config, worker: &Worker, trained: &[Vec<f32>], truth: &Split) -> Result<Option<Sanity>> {
+    let n = trained.len();
+    if n < 2 {
+        return Ok(None);
+    }
+    let arch = Architecture::new(&config.model, config.data.dims, config.data.length);
+    let random: Vec<Tensor> = (0..n).map(|i| init::member_weights(&arch, splitmix(config.seed ^ 0xbad_5eed ^ i as u64))).collect();
+    let trained: Vec<Tensor> = trained.iter().map(|w| Tensor::from_slice(w)).collect();
+    let a_trained = saliency(config, &arch, worker.device, &trained, truth)?;
+    let a_random = saliency(config, &arch, worker.device, &random, truth)?;
+    let per = truth.dims * truth.length;
+    let (mut tr, mut tt, mut gt_t, mut gt_r) = (vec![], vec![], vec![], vec![]);
+    let magnitude = |a: &[f32]| a.iter().map(|v| v.abs()).collect::<Vec<f32>>();
+    for i in 0..truth.len() {
+        let row = |all: &[f32], m: usize| all[(m * truth.len() + i) * per..(m * truth.len() + i + 1) * per].to_vec();
+        let gt_norm = super::signal::norms(&truth.attribution[i * per..(i + 1) * per], truth.dims, truth.length);
+        for m in 0..n {
+            let (t, r) = (row(&a_trained, m), row(&a_random, m));
+            tr.extend(stats::spearman(&magnitude(&t), &magnitude(&r)));
+            tt.extend(stats::spearman(&magnitude(&t), &magnitude(&row(&a_trained, (m + 1) % n))));
+            gt_t.extend(stats::pearson(&gt_norm, &super::signal::norms(&t, truth.dims, truth.length)));
+            gt_r.extend(stats::pearson(&gt_norm, &super::signal::norms(&r, truth.dims, truth.length)));
+        }
+    }
+    let mean = |v: &[f64]| stats::mean_std(v).0;
+    let (trained_vs_random, trained_vs_trained) = (mean(&tr), mean(&tt));
+    Ok(Some(Sanity {
+        members: n,
+        trained_vs_random,
+        trained_vs_trained,
+        truth_trained: mean(&gt_t),
+        truth_random: mean(&gt_r),
+        passed: trained_vs_random < trained_vs_trained,
+    }))
+}
+
+/// Saliency of every member on every signal: [P, S, dims, T] on the host.
+fn saliency(config: &crate::config::Config, arch: &Architecture, device: Device, weights: &[Tensor], truth: &Split) -> Result<Vec<f32>> {
+    let model = PackedCnn::from_members(arch, weights, device);
+    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let (s, p) = (truth.len() as i64, weights.len() as i64);
+    let x = Tensor::from_slice(&truth.perturbed).view([s, 1, arch.dims, arch.length]).to_device(device);
+    let x0 = x.expand([s, p, arch.dims, arch.length], false).contiguous();
+    let (_, grad) = objective.loss_and_grad(&x0);
+    Ok(Vec::try_from(&grad.transpose(0, 1).contiguous().to_device(Device::Cpu).view([-1]))?)
+}

@@ -1,0 +1,52 @@
+//! Progress and messages on stderr: indicatif bars on a terminal, plain lines elsewhere (logs,
+//! Slurm output files), nothing but warnings and errors with `--quiet`.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+pub struct Progress {
+    multi: MultiProgress,
+    quiet: bool,
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        let target = if quiet || !terminal { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        Progress { multi: MultiProgress::with_draw_target(target), quiet, terminal }
+    }
+
+    /// A bar that draws on a terminal and stays silent elsewhere.
+    pub fn bar(&self, prefix: &str, len: u64) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(len));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix.to_string());
+        bar
+    }
+
+    /// A line of progress: above the bars on a terminal, a plain line otherwise.
+    pub fn note(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.terminal {
+            let _ = self.multi.println(message);
+        } else {
+            eprintln!("{message}");
+        }
+    }
+
+    /// Always shown, even with --quiet.
+    pub fn warn(&self, message: &str) {
+        if self.terminal && !self.quiet {
+            let _ = self.multi.println(format!("warning: {message}"));
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
+}

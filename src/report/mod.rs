@@ -1,0 +1,227 @@
+//! `agra report`: turns `evaluate/metrics.json`, the data and the explanations into
+//! `report/report.md` with its tables (Markdown, CSV, JSON) and figures (SVG and PNG): the
+//! paper's Figure 1 (data), Figures 2, 3, 5 (signals and attributions), Figure 4 (metrics
+//! against the number of averaged members) and the training curves.
+
+pub mod plot;
+mod tables;
+
+use crate::explain::load_method;
+use crate::metrics::{self, Evaluation};
+use crate::progress::Progress;
+use crate::store::rundir::Stage;
+use crate::store::RunDir;
+use anyhow::Result;
+use plot::{Series, SignalPanel};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub report: String,
+    pub figures: usize,
+    pub claims: Vec<(String, bool)>,
+    pub seconds: f64,
+}
+
+impl crate::status::Human for Summary {
+    fn human(&self) -> String {
+        let held = self.claims.iter().filter(|(_, ok)| *ok).count();
+        format!("{} ({} figures; {held} of {} paper claims hold)", self.report, self.figures, self.claims.len())
+    }
+}
+
+pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
+    let started = Instant::now();
+    let _lock = run.stage_lock("report")?;
+    run.stage_started(Stage::Report, &[])?;
+    let e = metrics::load(run)?;
+    let dir = run.report_dir();
+    let figs = dir.join("figures");
+    let methods: Vec<String> = e.explain.iter().map(|m| m.method.clone()).collect();
+    let truth = crate::explain::load_signals(run, &e.split)?;
+    let examples: Vec<usize> = run.config.evaluate.examples.iter().copied().filter(|&i| i < truth.len()).collect();
+    let mut figures = Vec::new();
+
+    ui.note("report: figures");
+    let bumps: Vec<Vec<(f32, usize)>> = truth.perturbations.iter().map(|ps| ps.iter().map(|p| (p.position, p.dim)).collect()).collect();
+    let per = truth.dims * truth.length;
+    let row = |v: &[f32], i: usize| -> Vec<f32> { v[i * per..(i + 1) * per].to_vec() };
+    let panel = |i: usize, title: String| SignalPanel {
+        title,
+        ideal: &truth.ideal[i * per..(i + 1) * per],
+        perturbed: &truth.perturbed[i * per..(i + 1) * per],
+        bumps: &bumps[i],
+        attribution: None,
+        spread: None,
+        reconstruction: None,
+    };
+    let data_panels: Vec<SignalPanel> = examples.iter().map(|&i| panel(i, format!("signal {i}: score {:.2}", truth.scores[i]))).collect();
+    plot::signals(&figs.join("fig1_data"), truth.dims, truth.length, &data_panels)?;
+    figures.push(("Figure 1: ideal and perturbed signals, bumps marked", "fig1_data".to_string()));
+
+    for name in &methods {
+        let arrays = load_method(run, name)?;
+        let reconstructs = matches!(name.as_str(), "grad" | "smoothgrad");
+        for &i in &examples {
+            let single = arrays.members.as_ref().map(|m| row(m, i));
+            let (agra, spread) = (row(&arrays.ensemble, i), row(&arrays.std, i));
+            let recon = |a: &[f32]| -> Vec<f32> { truth.perturbed[i * per..(i + 1) * per].iter().zip(a).map(|(x, a)| x - a).collect() };
+            let (r_single, r_agra) = (single.as_deref().map(recon), recon(&agra));
+            let mut panels = Vec::new();
+            if let Some(s) = &single {
+                panels.push(SignalPanel {
+                    attribution: Some(s),
+                    reconstruction: if reconstructs { r_single.as_deref() } else { None },
+                    ..panel(i, format!("{name}, member {}", arrays.manifest.members[0]))
+                });
+            }
+            panels.push(SignalPanel {
+                attribution: Some(&agra),
+                spread: Some(&spread),
+                reconstruction: if reconstructs { Some(&r_agra) } else { None },
+                ..panel(i, format!("agra-{name} ({} members, band: ±std)", arrays.manifest.members.len()))
+            });
+            let stem = format!("example_{name}_{i}");
+            plot::signals(&figs.join(&stem), truth.dims, truth.length, &panels)?;
+            figures.push(("Signal, attribution and reconstruction", stem));
+        }
+    }
+    for c in &e.curves {
+        let series = vec![
+            Series { name: "training order".into(), x: k_axis(&c.k), y: c.ordered.clone(), spread: None },
+            Series {
+                name: format!("random orders (mean ± std, {})", run.config.evaluate.random_orders),
+                x: k_axis(&c.k),
+                y: c.random_mean.clone(),
+                spread: Some(c.random_std.clone()),
+            },
+        ];
+        let stem = format!("fig4_{}_{}", c.method, c.metric);
+        plot::curves(&figs.join(&stem), &format!("agra-{}: {} vs members averaged", c.method, c.metric), "members averaged (k)", &c.metric, &series)?;
+        figures.push(("Figure 4: metric of the member average against k", stem));
+    }
+    for &(key, label, _) in tables::METRICS {
+        let bars: Vec<(String, f64, f64)> = e
+            .rows
+            .iter()
+            .filter_map(|r| r.metrics.get(key).map(|s| (r.method.clone(), s.mean, if s.std.is_finite() { s.std } else { 0.0 })))
+            .collect();
+        if !bars.is_empty() {
+            let stem = format!("bars_{key}");
+            plot::bars(&figs.join(&stem), label, label, &bars)?;
+            figures.push(("Methods compared", stem));
+        }
+    }
+    if let Some(stem) = training_curves(run, &figs)? {
+        figures.push(("Training: mean MSE over members per epoch", stem));
+    }
+
+    let (markdown, claims) = markdown(run, &e, &methods, &figures);
+    std::fs::create_dir_all(&dir)?;
+    crate::store::write_atomic(&dir.join("report.md"), markdown.as_bytes())?;
+    crate::store::write_atomic(&dir.join("tables.csv"), tables::csv(&e).as_bytes())?;
+    crate::store::write_atomic(&dir.join("tables.json"), serde_json::to_string_pretty(&e.rows)?.as_bytes())?;
+    let seconds = started.elapsed().as_secs_f64();
+    run.stage_finished(Stage::Report, seconds)?;
+    Ok(Summary { report: dir.join("report.md").display().to_string(), figures: figures.len(), claims, seconds })
+}
+
+fn k_axis(k: &[usize]) -> Vec<f64> {
+    k.iter().map(|&k| k as f64).collect()
+}
+
+/// Mean train and test MSE over members per epoch, from the checkpoints' histories.
+fn training_curves(run: &RunDir, figs: &Path) -> Result<Option<String>> {
+    let arch = crate::model::Architecture::new(&run.config.model, run.config.data.dims, run.config.data.length);
+    let mut histories = Vec::new();
+    for m in 0..run.config.train.members {
+        if let (_, Some(c)) = crate::train::member_state(run, &arch, m)? {
+            histories.push(c.header.history);
+        }
+    }
+    let epochs = histories.iter().map(Vec::len).min().unwrap_or(0);
+    if epochs == 0 {
+        return Ok(None);
+    }
+    let curve = |pick: fn(&crate::store::checkpoint::EpochLog) -> f64| -> (Vec<f64>, Vec<f64>) {
+        (0..epochs).map(|e| metrics::stats::mean_std(&histories.iter().map(|h| pick(&h[e])).collect::<Vec<_>>())).unzip()
+    };
+    let x: Vec<f64> = (1..=epochs).map(|e| e as f64).collect();
+    let (train, train_std) = curve(|l| l.train_mse);
+    let (test, test_std) = curve(|l| l.test_mse);
+    let series = [
+        Series { name: "train MSE (with dropout)".into(), x: x.clone(), y: train, spread: Some(train_std) },
+        Series { name: "test MSE".into(), x, y: test, spread: Some(test_std) },
+    ];
+    plot::curves(&figs.join("training"), "Training (mean ± std over members)", "epoch", "MSE", &series)?;
+    Ok(Some("training".into()))
+}
+
+fn markdown(run: &RunDir, e: &Evaluation, methods: &[String], figures: &[(&str, String)]) -> (String, Vec<(String, bool)>) {
+    let mut md = String::new();
+    let c = &run.config;
+    let _ = writeln!(md, "# agra report\n");
+    let _ = writeln!(
+        md,
+        "Config hash `{}`; {} members; {} {} signals explained ({} without a perturbation, left out of correlation metrics). \
+         Doing nothing (the perturbed input itself) has MSE {:.5} against the ideal signal.\n",
+        c.hash(), e.members, e.signals, e.split, e.excluded_unperturbed, e.identity_mse
+    );
+    let reconstructing: Vec<String> = methods.iter().filter(|m| matches!(m.as_str(), "grad" | "smoothgrad")).cloned().collect();
+    let _ = writeln!(md, "## Table I: reconstruction MSE (lower is better; NA for methods that do not reconstruct)\n");
+    let _ = writeln!(md, "{}", tables::single_vs_agra(e, "mse", &reconstructing));
+    let _ = writeln!(md, "## Table II: unsigned Pearson correlation with the ground truth\n");
+    let _ = writeln!(md, "{}", tables::single_vs_agra(e, "pearson_unsigned", methods));
+    let _ = writeln!(md, "## Table III: signed Pearson correlation (per dimension, averaged)\n");
+    let _ = writeln!(md, "{}", tables::single_vs_agra(e, "pearson_signed", &reconstructing));
+    let _ = writeln!(md, "## Table IV: each AGRA version against its single-member method\n");
+    let (table, verdicts) = tables::agra_wins(e, methods);
+    let _ = writeln!(md, "{table}");
+    let _ = writeln!(md, "## Localisation against the perturbation mask\n\n{}", tables::localisation(e, methods));
+    let _ = writeln!(md, "## Explanation cost and convergence\n\n{}", tables::explain_stats(e));
+    if let Some(s) = &e.sanity {
+        let _ = writeln!(
+            md,
+            "## Model-randomisation sanity check\n\nSpearman similarity of |saliency| between trained and randomly \
+             initialised members: {:.3}; between two trained members: {:.3}; unsigned Pearson with the ground truth: \
+             trained {:.3}, random {:.3} ({} members). {}\n",
+            s.trained_vs_random, s.trained_vs_trained, s.truth_trained, s.truth_random, s.members,
+            if s.passed { "Passed: the explanations depend on the trained weights." } else { "FAILED: explanations barely change when the weights are randomised." }
+        );
+    }
+    let mut claims = Vec::new();
+    for &(key, _, _) in &tables::METRICS[..3] {
+        let relevant: Vec<bool> = verdicts.iter().filter(|(_, k, _)| k == key).map(|(_, _, ok)| *ok).collect();
+        if !relevant.is_empty() {
+            claims.push((format!("AGRA beats every single-member method on {key}"), relevant.iter().all(|&ok| ok)));
+        }
+    }
+    claims.push(("every AGRA version beats its single-member method on every metric (Table IV)".into(), verdicts.iter().all(|v| v.2)));
+    for c in e.curves.iter().filter(|c| c.metric == "pearson_unsigned") {
+        if let Some(k) = flattening_k(&c.random_mean) {
+            claims.push((format!("Figure 4 curve of agra-{} flattens by k = 20 (95% of the gain reached at k = {k})", c.method), k <= 20));
+        }
+    }
+    let _ = writeln!(md, "## The paper's claims on this run\n");
+    for (claim, ok) in &claims {
+        let _ = writeln!(md, "- {} {claim}", if *ok { "holds:" } else { "does not hold:" });
+    }
+    let _ = writeln!(md, "\n## Figures\n");
+    for (caption, stem) in figures {
+        let _ = writeln!(md, "### {caption}\n\n![{stem}](figures/{stem}.svg) ([PNG](figures/{stem}.png))\n");
+    }
+    (md, claims)
+}
+
+/// The smallest k whose value reaches 95% of the curve's total change from k = 1.
+fn flattening_k(curve: &[f64]) -> Option<usize> {
+    let (first, last) = (*curve.first()?, *curve.last()?);
+    let gain = last - first;
+    if !gain.is_finite() || gain.abs() < 1e-12 {
+        return None;
+    }
+    curve.iter().position(|v| (v - first) / gain >= 0.95).map(|i| i + 1)
+}

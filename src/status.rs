@@ -1,0 +1,167 @@
+//! `agra status`, and the one-line human form of each stage's summary. Status only reads: it
+//! works on a missing, empty, partial or finished run directory and changes nothing.
+
+use crate::model::Architecture;
+use crate::store::lock::Lock;
+use crate::config::Config;
+use crate::store::rundir::{Meta, Stage};
+use crate::store::RunDir;
+use anyhow::Result;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// A stage summary's line for people (the JSON form comes from Serialize).
+pub trait Human {
+    fn human(&self) -> String;
+}
+
+impl Human for crate::data::Summary {
+    fn human(&self) -> String {
+        format!(
+            "{} train + {} test signals, mean score {:.2}, mean {:.2} perturbations; {}",
+            self.train, self.test, self.mean_score, self.mean_perturbations, self.files.join(", ")
+        )
+    }
+}
+
+impl Human for crate::train::Summary {
+    fn human(&self) -> String {
+        let failed = if self.failed.is_empty() { String::new() } else { format!(", failed {:?}", self.failed) };
+        format!(
+            "{} of {} members finished{failed}; test MSE {:.3} +/- {:.3}, R^2 {:.3} +/- {:.3} (min {:.3}); {:.1} s",
+            self.finished,
+            self.members.len(),
+            self.test_mse_mean,
+            self.test_mse_std,
+            self.r2_mean,
+            self.r2_std,
+            self.r2_min,
+            self.seconds
+        )
+    }
+}
+
+impl Human for crate::explain::Summary {
+    fn human(&self) -> String {
+        let methods: Vec<String> = self
+            .methods
+            .iter()
+            .map(|m| {
+                let conv = m.not_converged.map(|n| format!(", {n} not converged")).unwrap_or_default();
+                let gap = m.completeness_gap.map(|g| format!(", completeness gap {g:.4}")).unwrap_or_default();
+                format!("{} {:.1}s {:.0} grad/s{conv}{gap}", m.method, m.seconds, m.evaluations_per_second)
+            })
+            .collect();
+        format!(
+            "{} members x {} {} signals: {}; {:.1} s",
+            self.members.len(),
+            self.signals,
+            self.split,
+            methods.join("; "),
+            self.seconds
+        )
+    }
+}
+
+/// Describes the run at `root`; a directory not started yet is described with `config`
+/// (every stage and member missing), so a job script can count members before submitting.
+pub fn run(root: &Path, config: &Config, as_json: bool) -> Result<()> {
+    let report = match RunDir::inspect(root)? {
+        Some((run, meta)) => describe(&run, Some(&meta))?,
+        None => describe(&RunDir::unopened(root, config), None)?,
+    };
+    if as_json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!("run directory {}", root.display());
+    println!("config hash   {}", report["config_hash"].as_str().unwrap_or("(none: not started)"));
+    if let Some(stages) = report["stages"].as_object() {
+        for (name, state) in stages {
+            println!("  {name:<9} {}", state.as_str().unwrap_or("?"));
+        }
+    }
+    let members = report["members"].as_array().cloned().unwrap_or_default();
+    if !members.is_empty() {
+        let count = |state: &str| members.iter().filter(|m| m["state"] == state).count();
+        println!(
+            "members       {} finished, {} in progress, {} failed, {} missing (of {})",
+            count("finished"),
+            count("in_progress"),
+            count("failed"),
+            count("missing"),
+            members.len()
+        );
+        for m in members.iter().filter(|m| m["state"] != "finished") {
+            let running = if m["running"] == true { ", running now" } else { "" };
+            println!("  member {:>4}  {} at epoch {}{running}", m["index"], m["state"].as_str().unwrap_or("?"), m["epoch"]);
+        }
+    }
+    Ok(())
+}
+
+fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
+    let mut stages = serde_json::Map::new();
+    for stage in Stage::ALL {
+        let state = match meta.and_then(|m| m.stages.get(stage.name())) {
+            Some(s) if s.finished.is_some() => "complete",
+            Some(_) if held(run, stage.name()) => "running",
+            Some(_) => "incomplete",
+            None => "missing",
+        };
+        stages.insert(stage.name().to_string(), Value::from(state));
+    }
+    let c = &run.config;
+    let arch = Architecture::new(&c.model, c.data.dims, c.data.length);
+    let mut members = Vec::new();
+    for m in 0..c.train.members {
+        let (state, ckpt) = crate::train::member_state(run, &arch, m)?;
+        members.push(json!({
+            "index": m,
+            "state": state,
+            "epoch": ckpt.as_ref().map_or(0, |c| c.header.epoch),
+            "attempt": ckpt.as_ref().map_or(0, |c| c.header.attempt),
+            "weights_hash": ckpt.as_ref().map(|c| c.weights_hash()),
+            "test_mse": ckpt.as_ref().and_then(|c| c.header.history.last().map(|l| l.test_mse)),
+            "running": held(run, &format!("member-{m:04}")),
+        }));
+    }
+    Ok(json!({
+        "run_dir": run.root(),
+        "exists": run.root().exists(),
+        "config_hash": meta.map(|m| m.config_hash.clone()),
+        "agra_version": meta.map(|m| m.agra_version.clone()),
+        "stages": stages,
+        "members": members,
+    }))
+}
+
+/// Whether another process holds this lock now (a lock we can take is not held).
+fn held(run: &RunDir, name: &str) -> bool {
+    let path = run.lock_path(name);
+    path.exists() && Lock::try_acquire(&path, name).is_err()
+}
+
+impl Human for crate::metrics::Summary {
+    fn human(&self) -> String {
+        let pick = |method: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.method == method)
+                .and_then(|r| r.metrics.get("pearson_unsigned"))
+                .map_or("NA".to_string(), |s| format!("{:.3}", s.mean))
+        };
+        let methods: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r.variant == "single")
+            .map(|r| format!("{} {} -> agra {}", r.method, pick(&r.method), pick(&format!("agra-{}", r.method))))
+            .collect();
+        let sanity = match self.sanity_passed {
+            Some(true) => "sanity check passed",
+            Some(false) => "SANITY CHECK FAILED",
+            None => "no sanity check",
+        };
+        format!("unsigned Pearson: {}; {sanity}; {} ({:.1} s)", methods.join(", "), self.file, self.seconds)
+    }
+}

@@ -1,0 +1,164 @@
+//! Member checkpoints: one safetensors file per checkpointed epoch holding the member's named
+//! weights and Adam moments, with its step, epoch, seed, loss history and a content hash in the
+//! metadata. Loading verifies the hash, names and shapes, so a torn, truncated or bit-flipped
+//! file is reported and skipped in favour of the previous good one: garbage is never loaded.
+
+use crate::model::Architecture;
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Checkpoints kept per member: the newest, and one to fall back to if it is damaged.
+const KEEP: usize = 2;
+const FORMAT: &str = "agra-checkpoint-1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_mse: f64,
+    pub test_mse: f64,
+}
+
+/// Everything needed to continue a member exactly where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub member: usize,
+    /// The seed actually used: the member seed, or a logged sub-seed after a NaN retry.
+    pub seed: u64,
+    pub attempt: usize,
+    pub epoch: usize,
+    pub step: i64,
+    pub config_hash: String,
+    pub history: Vec<EpochLog>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub header: Header,
+    /// Each [arch.numel()] in `arch.params` order.
+    pub weights: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+}
+
+impl Checkpoint {
+    /// SHA-256 of the weights alone: equal hashes mean bit-identical members.
+    pub fn weights_hash(&self) -> String {
+        super::sha256_hex(&[bytes(&self.weights)])
+    }
+}
+
+pub fn path_for(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("epoch-{epoch:05}.safetensors"))
+}
+
+/// Writes the checkpoint atomically, then prunes all but the newest `KEEP`.
+pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBuf> {
+    let groups = [("w", &ckpt.weights), ("adam_m", &ckpt.adam_m), ("adam_v", &ckpt.adam_v)];
+    let mut views = Vec::new();
+    for (prefix, values) in groups {
+        if values.len() as i64 != arch.numel() {
+            bail!("checkpoint of member {}: {prefix} has {} values, expected {}", ckpt.header.member, values.len(), arch.numel());
+        }
+        let mut offset = 0usize;
+        for spec in &arch.params {
+            let n = spec.numel() as usize;
+            let shape: Vec<usize> = spec.shape.iter().map(|&d| d as usize).collect();
+            let view = TensorView::new(Dtype::F32, shape, bytes(&values[offset..offset + n]))?;
+            views.push((format!("{prefix}.{}", spec.name), view));
+            offset += n;
+        }
+    }
+    let header = serde_json::to_string(&ckpt.header)?;
+    let hash = content_hash(&header, ckpt);
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("header".to_string(), header),
+        ("content_sha256".to_string(), hash),
+    ]);
+    let data = safetensors::serialize(views, &Some(metadata))?;
+    let path = path_for(dir, ckpt.header.epoch);
+    super::write_atomic(&path, &data)?;
+    for old in list(dir)?.into_iter().skip(KEEP) {
+        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(path)
+}
+
+/// The newest checkpoint that verifies, and a message for each newer one that did not.
+pub fn load_latest(dir: &Path, arch: &Architecture, config_hash: &str) -> Result<(Option<Checkpoint>, Vec<String>)> {
+    let mut damaged = Vec::new();
+    for path in list(dir)? {
+        match load(&path, arch, config_hash) {
+            Ok(ckpt) => return Ok((Some(ckpt), damaged)),
+            Err(e) => damaged.push(format!("{}: {e:#}; falling back", path.display())),
+        }
+    }
+    Ok((None, damaged))
+}
+
+/// Checkpoint files of a member, newest first.
+fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.starts_with("epoch-") && name.ends_with(".safetensors") && !name.contains(".tmp.")
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    paths.sort();
+    paths.reverse();
+    Ok(paths)
+}
+
+pub fn load(path: &Path, arch: &Architecture, config_hash: &str) -> Result<Checkpoint> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, meta) = SafeTensors::read_metadata(&data).context("not a safetensors file")?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        bail!("not an agra checkpoint");
+    }
+    let header_json = meta.get("header").context("no header")?;
+    let header: Header = serde_json::from_str(header_json).context("damaged header")?;
+    if header.config_hash != config_hash {
+        bail!("made with config {}, not {config_hash}", header.config_hash);
+    }
+    let tensors = SafeTensors::deserialize(&data).context("damaged tensor table")?;
+    let read = |prefix: &str| -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(arch.numel() as usize);
+        for spec in &arch.params {
+            let name = format!("{prefix}.{}", spec.name);
+            let t = tensors.tensor(&name).with_context(|| format!("missing {name}"))?;
+            let shape: Vec<usize> = spec.shape.iter().map(|&d| d as usize).collect();
+            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
+                bail!("{name} is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape());
+            }
+            out.extend(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        }
+        Ok(out)
+    };
+    let ckpt = Checkpoint { weights: read("w")?, adam_m: read("adam_m")?, adam_v: read("adam_v")?, header };
+    let expected = meta.get("content_sha256").context("no content hash")?;
+    if content_hash(header_json, &ckpt) != *expected {
+        bail!("content hash mismatch (corrupted)");
+    }
+    Ok(ckpt)
+}
+
+fn content_hash(header: &str, c: &Checkpoint) -> String {
+    super::sha256_hex(&[header.as_bytes(), bytes(&c.weights), bytes(&c.adam_m), bytes(&c.adam_v)])
+}
+
+fn bytes(values: &[f32]) -> &[u8] {
+    // f32 has no padding and any byte pattern is a valid u8: a plain reinterpretation.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+use super::*;
+use crate::config::{Config, Sources};
+
+fn arch() -> Architecture {
+    let c = Config::load(&Sources { preset: "quick".into(), ..Default::default() }).unwrap();
+    Architecture::new(&c.model, c.data.dims, c.data.length)
+}
+
+fn ckpt(arch: &Architecture, epoch: usize) -> Checkpoint {
+    let n = arch.numel() as usize;
+    Checkpoint {
+        header: Header { member: 3, seed: 42, attempt: 0, epoch, step: 10 * epoch as i64, config_hash: "abc".into(), history: vec![] },
+        weights: (0..n).map(|i| i as f32 * 0.01 + epoch as f32).collect(),
+        adam_m: vec![0.5; n],
+        adam_v: vec![0.25; n],
+    }
+}
+
+#[test]
+fn save_then_load_round_trips_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = arch();
+    for epoch in 1..=4 {
+        save(dir.path(), &a, &ckpt(&a, epoch)).unwrap();
+    }
+    let files = list(dir.path()).unwrap();
+    assert_eq!(files.len(), KEEP);
+    let (latest, damaged) = load_latest(dir.path(), &a, "abc").unwrap();
+    assert!(damaged.is_empty());
+    assert_eq!(latest.unwrap(), ckpt(&a, 4));
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_previous() {
+    let a = arch();
+    for damage in ["truncate", "flip", "garbage"] {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &a, &ckpt(&a, 1)).unwrap();
+        let newest = save(dir.path(), &a, &ckpt(&a, 2)).unwrap();
+        let mut bytes = std::fs::read(&newest).unwrap();
+        match damage {
+            "truncate" => bytes.truncate(bytes.len() / 2),
+            "flip" => *bytes.last_mut().unwrap() ^= 0x10,
+            _ => bytes = b"not a checkpoint at all".to_vec(),
+        }
+        std::fs::write(&newest, bytes).unwrap();
+        let (latest, damaged) = load_latest(dir.path(), &a, "abc").unwrap();
+        assert_eq!(latest.unwrap().header.epoch, 1, "{damage}");
+        assert_eq!(damaged.len(), 1);
+        assert!(damaged[0].contains("epoch-00002"), "{damaged:?}");
+    }
+}
+
+#[test]
+fn another_config_or_shape_is_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = arch();
+    let path = save(dir.path(), &a, &ckpt(&a, 1)).unwrap();
+    assert!(load(&path, &a, "other").is_err());
+    let c = Config::load(&Sources { preset: "quick".into(), sets: vec!["model.hidden=8".into()], ..Default::default() }).unwrap();
+    let other = Architecture::new(&c.model, c.data.dims, c.data.length);
+    assert!(load(&path, &other, "abc").unwrap_err().to_string().contains("expected"));
+}
+
+#[test]
+fn temp_files_are_never_taken_for_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".epoch-00009.x.tmp.safetensors"), b"partial").unwrap();
+    std::fs::write(dir.path().join("epoch-00009.tmp.safetensors"), b"partial").unwrap();
+    let (latest, damaged) = load_latest(dir.path(), &arch(), "abc").unwrap();
+    assert!(latest.is_none() && damaged.is_empty());
+}

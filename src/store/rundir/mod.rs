@@ -1,0 +1,267 @@
+//! The run directory: its layout, the resolved config it was made with, and `run.json`, the
+//! metadata every stage updates (versions, devices, start and end times).
+//!
+//! A run directory belongs to one configuration for life: opening it with another is refused,
+//! so an existing run is never overwritten by mistake.
+
+use super::lock::Lock;
+use crate::config::Config;
+use crate::error::UsageError;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const META: &str = "run.json";
+const CONFIG: &str = "config.toml";
+/// Entries agra itself creates (and `slurm/`, where the Slurm scripts put their logs); anything
+/// else in a directory without `run.json` is foreign.
+const OURS: &[&str] = &[META, CONFIG, "locks", "data", "members", "explain", "evaluate", "report", "slurm"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Data,
+    Train,
+    Explain,
+    Evaluate,
+    Report,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [Stage::Data, Stage::Train, Stage::Explain, Stage::Evaluate, Stage::Report];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Data => "data",
+            Stage::Train => "train",
+            Stage::Explain => "explain",
+            Stage::Evaluate => "evaluate",
+            Stage::Report => "report",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageMeta {
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub devices: Vec<String>,
+    pub seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    pub config_hash: String,
+    pub agra_version: String,
+    pub git_commit: Option<String>,
+    pub libtorch_version: String,
+    pub created: String,
+    pub stages: BTreeMap<String, StageMeta>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+    pub config: Config,
+}
+
+impl RunDir {
+    /// Opens (creating if needed) the run directory for `config`. Refuses a directory made with
+    /// another config, and a non-empty directory that agra did not make.
+    pub fn open(root: &Path, config: &Config) -> Result<RunDir> {
+        if root.exists() && !root.is_dir() {
+            return Err(UsageError::new(format!("run directory {} is a file", root.display())).into());
+        }
+        if !root.join(META).exists() {
+            refuse_foreign(root)?;
+        }
+        std::fs::create_dir_all(root).map_err(|e| {
+            UsageError::new(format!("cannot create run directory {}: {e}", root.display()))
+        })?;
+        let run = RunDir { root: root.to_path_buf(), config: config.clone() };
+        let _guard = run.meta_lock()?;
+        match run.read_meta()? {
+            Some(meta) => run.check_same_config(&meta)?,
+            None => run.initialise()?,
+        }
+        Ok(run)
+    }
+
+    /// A handle on a run directory that may not exist yet, for reading only (`status`).
+    pub fn unopened(root: &Path, config: &Config) -> RunDir {
+        RunDir { root: root.to_path_buf(), config: config.clone() }
+    }
+
+    /// Reads an existing run directory without writing anything (for `status`).
+    pub fn inspect(root: &Path) -> Result<Option<(RunDir, Meta)>> {
+        let path = root.join(CONFIG);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let value: toml::Value = toml::from_str(&text)
+            .map_err(|e| UsageError::new(format!("{}: {}", path.display(), e.message())))?;
+        let config = Config::from_value(value)?;
+        let run = RunDir { root: root.to_path_buf(), config };
+        let meta = run.read_meta()?.unwrap_or_default();
+        Ok(Some((run, meta)))
+    }
+
+    fn initialise(&self) -> Result<()> {
+        let probe = self.root.join(".agra-write-test");
+        std::fs::write(&probe, b"").map_err(|e| {
+            UsageError::new(format!("run directory {} is not writable: {e}", self.root.display()))
+        })?;
+        let _ = std::fs::remove_file(probe);
+        let header = format!("# agra run configuration, hash {}\n", self.config.hash());
+        super::write_atomic(&self.root.join(CONFIG), (header + &self.config.to_toml()).as_bytes())?;
+        let meta = Meta {
+            config_hash: self.config.hash(),
+            agra_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: option_env!("AGRA_GIT_COMMIT").map(str::to_string),
+            libtorch_version: env!("AGRA_LIBTORCH_VERSION").to_string(),
+            created: now(),
+            stages: BTreeMap::new(),
+        };
+        self.write_meta(&meta)
+    }
+
+    fn check_same_config(&self, meta: &Meta) -> Result<()> {
+        if meta.config_hash == self.config.hash() {
+            return Ok(());
+        }
+        let differs = match Self::inspect(&self.root) {
+            Ok(Some((saved, _))) => first_difference(&saved.config, &self.config),
+            _ => None,
+        };
+        let at = differs.map(|k| format!(" (first difference: {k})")).unwrap_or_default();
+        Err(UsageError::new(format!(
+            "run directory {} was made with config {}, not this one {}{at}; use another --run-dir",
+            self.root.display(),
+            meta.config_hash,
+            self.config.hash()
+        ))
+        .into())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+    pub fn split_path(&self, split: &str) -> PathBuf {
+        self.data_dir().join(format!("{split}.safetensors"))
+    }
+    pub fn member_dir(&self, member: usize) -> PathBuf {
+        self.root.join("members").join(format!("m{member:04}"))
+    }
+    pub fn explain_dir(&self) -> PathBuf {
+        self.root.join("explain")
+    }
+    pub fn evaluate_dir(&self) -> PathBuf {
+        self.root.join("evaluate")
+    }
+    pub fn report_dir(&self) -> PathBuf {
+        self.root.join("report")
+    }
+    pub fn lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.lock"))
+    }
+
+    /// The exclusive lock of one stage (or one member's training).
+    pub fn stage_lock(&self, name: &str) -> Result<Lock> {
+        Lock::try_acquire(&self.lock_path(name), &format!("{} of {}", name, self.root.display()))
+    }
+
+    fn meta_lock(&self) -> Result<Lock> {
+        Lock::acquire(&self.lock_path("meta"))
+    }
+
+    pub fn read_meta(&self) -> Result<Option<Meta>> {
+        let path = self.root.join(META);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let meta = serde_json::from_str(&text)
+            .map_err(|e| UsageError::new(format!("{} is damaged: {e}", path.display())))?;
+        Ok(Some(meta))
+    }
+
+    fn write_meta(&self, meta: &Meta) -> Result<()> {
+        let text = serde_json::to_string_pretty(meta)?;
+        super::write_atomic(&self.root.join(META), text.as_bytes())
+    }
+
+    /// Read-modify-write of `run.json` under its lock, safe with concurrent shards.
+    pub fn update_meta(&self, edit: impl FnOnce(&mut Meta)) -> Result<()> {
+        let _guard = self.meta_lock()?;
+        let mut meta = self.read_meta()?.unwrap_or_default();
+        edit(&mut meta);
+        self.write_meta(&meta)
+    }
+
+    pub fn stage_started(&self, stage: Stage, devices: &[String]) -> Result<()> {
+        self.update_meta(|m| {
+            let s = m.stages.entry(stage.name().to_string()).or_default();
+            s.started = Some(now());
+            s.finished = None;
+            s.devices = devices.to_vec();
+        })
+    }
+
+    pub fn stage_finished(&self, stage: Stage, seconds: f64) -> Result<()> {
+        self.update_meta(|m| {
+            let s = m.stages.entry(stage.name().to_string()).or_default();
+            s.finished = Some(now());
+            s.seconds = Some(seconds);
+        })
+    }
+
+    pub fn is_complete(&self, stage: Stage) -> Result<bool> {
+        Ok(self
+            .read_meta()?
+            .and_then(|m| m.stages.get(stage.name()).map(|s| s.finished.is_some()))
+            .unwrap_or(false))
+    }
+}
+
+/// A non-empty directory without `run.json` holding anything agra does not create.
+fn refuse_foreign(root: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !OURS.contains(&name.to_string_lossy().as_ref()) {
+            return Err(UsageError::new(format!(
+                "{} is not an agra run directory (it holds {:?}); choose an empty or new --run-dir",
+                root.display(),
+                name
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The first dotted key whose value differs between two configs.
+fn first_difference(a: &Config, b: &Config) -> Option<String> {
+    fn walk(a: &toml::Value, b: &toml::Value, path: &str) -> Option<String> {
+        match (a, b) {
+            (toml::Value::Table(x), toml::Value::Table(y)) => x.iter().find_map(|(k, va)| {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                y.get(k).map_or(Some(p.clone()), |vb| walk(va, vb, &p))
+            }),
+            _ if a != b => Some(format!("{path} = {a} there, {b} here")),
+            _ => None,
+        }
+    }
+    walk(&toml::Value::try_from(a).ok()?, &toml::Value::try_from(b).ok()?, "")
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests;

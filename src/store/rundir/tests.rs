@@ -1,0 +1,65 @@
+use super::*;
+use crate::config::{Config, Sources};
+use crate::error::exit_code;
+
+fn config(sets: &[&str]) -> Config {
+    Config::load(&Sources { preset: "quick".into(), file: None, sets: sets.iter().map(|s| s.to_string()).collect() }).unwrap()
+}
+
+#[test]
+fn a_new_directory_records_config_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    let run = RunDir::open(&root, &config(&[])).unwrap();
+    assert!(root.join("config.toml").exists());
+    let meta = run.read_meta().unwrap().unwrap();
+    assert_eq!(meta.config_hash, config(&[]).hash());
+    assert!(!meta.libtorch_version.is_empty());
+    let (again, _) = RunDir::inspect(&root).unwrap().unwrap();
+    assert_eq!(again.config, run.config);
+    RunDir::open(&root, &config(&[])).unwrap();
+}
+
+#[test]
+fn another_config_is_refused_naming_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    RunDir::open(dir.path(), &config(&[])).unwrap();
+    let before = std::fs::read(dir.path().join("config.toml")).unwrap();
+    let err = RunDir::open(dir.path(), &config(&["train.epochs=9"])).unwrap_err();
+    assert_eq!(exit_code(&err), 2);
+    assert!(err.to_string().contains("train.epochs"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("config.toml")).unwrap(), before);
+}
+
+#[test]
+fn foreign_directories_and_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("thesis.tex"), "x").unwrap();
+    let err = RunDir::open(dir.path(), &config(&[])).unwrap_err();
+    assert_eq!(exit_code(&err), 2);
+    assert!(!dir.path().join("run.json").exists());
+    let file = dir.path().join("thesis.tex");
+    assert_eq!(exit_code(&RunDir::open(&file, &config(&[])).unwrap_err()), 2);
+}
+
+#[test]
+fn stages_record_start_and_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::open(dir.path(), &config(&[])).unwrap();
+    assert!(!run.is_complete(Stage::Data).unwrap());
+    run.stage_started(Stage::Data, &["cpu".into()]).unwrap();
+    assert!(!run.is_complete(Stage::Data).unwrap());
+    run.stage_finished(Stage::Data, 1.5).unwrap();
+    assert!(run.is_complete(Stage::Data).unwrap());
+    let meta = run.read_meta().unwrap().unwrap();
+    assert_eq!(meta.stages["data"].devices, ["cpu"]);
+}
+
+#[test]
+fn a_stage_lock_excludes_a_second_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::open(dir.path(), &config(&[])).unwrap();
+    let _held = run.stage_lock("explain").unwrap();
+    assert_eq!(exit_code(&run.stage_lock("explain").unwrap_err()), 2);
+    run.stage_lock("member-0001").unwrap();
+}

@@ -1,0 +1,285 @@
+//! `agra train`: trains this process's members (all, or one `--shard`), packed several per
+//! device, scheduled over the workers, checkpointed, resumed exactly and idempotent: finished
+//! members are skipped, members in progress resume from their last good checkpoint.
+
+mod pack;
+pub mod plan;
+
+use crate::cli::TrainArgs;
+use crate::config::{splitmix, Config};
+use crate::data::{self, Split};
+use crate::error::{Interrupted, UsageError};
+use crate::farm::{self, Devices, Shard};
+use crate::model::{init, Architecture};
+use crate::progress::Progress;
+use crate::store::checkpoint::{self, Checkpoint, EpochLog};
+use crate::store::rundir::Stage;
+use crate::store::RunDir;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tch::Tensor;
+
+
+/// Read-only inputs every worker shares.
+pub struct TrainContext {
+    pub config: Config,
+    pub config_hash: String,
+    pub arch: Architecture,
+    pub run: RunDir,
+    pub train: Split,
+    pub test: Split,
+}
+
+impl TrainContext {
+    pub fn load(run: &RunDir) -> Result<TrainContext> {
+        let config = run.config.clone();
+        Ok(TrainContext {
+            arch: Architecture::new(&config.model, config.data.dims, config.data.length),
+            config_hash: config.hash(),
+            train: data::io::read_split(&run.split_path("train"))?,
+            test: data::io::read_split(&run.split_path("test"))?,
+            run: run.clone(),
+            config,
+        })
+    }
+}
+
+/// Where a member starts this session: fresh, or from a checkpoint.
+#[derive(Debug, Clone)]
+pub struct MemberStart {
+    pub member: usize,
+    pub seed: u64,
+    pub attempt: usize,
+    pub ckpt: Option<Checkpoint>,
+}
+
+impl MemberStart {
+    /// Attempt 0 uses the member's seed; a retry after divergence a logged sub-seed of it.
+    pub fn fresh(config: &Config, member: usize, attempt: usize) -> MemberStart {
+        let base = config.member_seed(member);
+        let seed = if attempt == 0 { base } else { splitmix(base ^ splitmix(attempt as u64)) };
+        MemberStart { member, seed, attempt, ckpt: None }
+    }
+
+    pub fn epoch(&self) -> usize {
+        self.ckpt.as_ref().map_or(0, |c| c.header.epoch)
+    }
+    pub fn step(&self) -> i64 {
+        self.ckpt.as_ref().map_or(0, |c| c.header.step)
+    }
+    pub fn history(&self) -> Vec<EpochLog> {
+        self.ckpt.as_ref().map_or_else(Vec::new, |c| c.header.history.clone())
+    }
+    pub fn weights(&self, ctx: &TrainContext) -> Tensor {
+        match &self.ckpt {
+            Some(c) => Tensor::from_slice(&c.weights),
+            None => init::member_weights(&ctx.arch, self.seed),
+        }
+    }
+    pub fn adam_m(&self, ctx: &TrainContext) -> Tensor {
+        self.ckpt.as_ref().map_or_else(|| zeros(ctx), |c| Tensor::from_slice(&c.adam_m))
+    }
+    pub fn adam_v(&self, ctx: &TrainContext) -> Tensor {
+        self.ckpt.as_ref().map_or_else(|| zeros(ctx), |c| Tensor::from_slice(&c.adam_v))
+    }
+}
+
+fn zeros(ctx: &TrainContext) -> Tensor {
+    Tensor::zeros([ctx.arch.numel()], (tch::Kind::Float, tch::Device::Cpu))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub members: Vec<usize>,
+    pub finished: usize,
+    pub failed: Vec<usize>,
+    pub test_mse_mean: f64,
+    pub test_mse_std: f64,
+    pub r2_mean: f64,
+    pub r2_std: f64,
+    pub r2_min: f64,
+    pub seconds: f64,
+}
+
+pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> Result<Summary> {
+    let started = Instant::now();
+    let shard = args.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or(Shard::ALL);
+    if args.pack == Some(0) {
+        return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
+    }
+    data::ensure(run, ui)?;
+    let ctx = TrainContext::load(run)?;
+    let cfg = &ctx.config.train;
+    let owned: Vec<usize> = (0..cfg.members).filter(|&m| shard.owns(m)).collect();
+    let _locks = owned
+        .iter()
+        .map(|m| run.stage_lock(&format!("member-{m:04}")))
+        .collect::<Result<Vec<_>>>()?;
+    run.stage_started(Stage::Train, &devices.names())?;
+
+    let mut finished = Vec::new();
+    let mut failed = Vec::new();
+    let mut todo = Vec::new();
+    for &m in &owned {
+        let dir = run.member_dir(m);
+        if dir.join(FAILED).exists() {
+            failed.push(m);
+            continue;
+        }
+        let (ckpt, damaged) = checkpoint::load_latest(&dir, &ctx.arch, &ctx.config_hash)?;
+        for message in damaged {
+            ui.warn(&format!("member {m}: {message}"));
+        }
+        match ckpt {
+            Some(c) if c.header.epoch >= cfg.epochs => finished.push(c),
+            Some(c) => todo.push(MemberStart { member: m, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) }),
+            None => todo.push(MemberStart::fresh(&ctx.config, m, 0)),
+        }
+    }
+
+    let overall = ui.bar("members", owned.len() as u64);
+    overall.set_position(finished.len() as u64);
+    let device_bars: Vec<_> = devices.workers.iter().map(|w| ui.bar(&w.name(), cfg.epochs as u64)).collect();
+    let mut interrupted = false;
+    while !todo.is_empty() && !interrupted {
+        let size = args.pack.unwrap_or_else(|| default_pack(devices, todo.len()));
+        let keyed: Vec<(usize, usize)> = todo.iter().enumerate().map(|(i, m)| (i, m.epoch())).collect();
+        let jobs: Vec<Vec<MemberStart>> = farm::packs(&keyed, size)
+            .into_iter()
+            .map(|pack| pack.into_iter().map(|(i, _)| todo[i].clone()).collect())
+            .collect();
+        let results = farm::run_queue(&devices.workers, jobs, |worker, pack| {
+            let slot = devices.workers.iter().position(|w| std::ptr::eq(w, worker)).unwrap_or(0);
+            let bar = &device_bars[slot];
+            bar.set_position(pack[0].epoch() as u64);
+            let on_epoch = |ids: &[usize], epoch: usize, loss: f64| {
+                bar.set_position(epoch as u64);
+                bar.set_message(format!("members {:?} loss {loss:.3}", ids));
+                if epoch == cfg.epochs {
+                    overall.inc(ids.len() as u64);
+                }
+            };
+            pack::train_pack(&ctx, worker, pack, &on_epoch)
+        });
+        todo.clear();
+        for result in results {
+            let outcome = result?;
+            interrupted |= outcome.interrupted;
+            finished.extend(outcome.finished);
+            for (start, epoch) in outcome.diverged {
+                let m = start.member;
+                if start.attempt < cfg.nan_retries {
+                    let retry = MemberStart::fresh(&ctx.config, m, start.attempt + 1);
+                    ui.warn(&format!(
+                        "member {m}: loss not finite at epoch {epoch} (seed {}); retrying with sub-seed {}",
+                        start.seed, retry.seed
+                    ));
+                    todo.push(retry);
+                } else {
+                    ui.warn(&format!("member {m}: loss not finite at epoch {epoch}; marked failed"));
+                    mark_failed(&run.member_dir(m), &start, epoch)?;
+                    failed.push(m);
+                }
+            }
+        }
+        interrupted |= crate::farm::signals::stop_requested();
+    }
+    for bar in device_bars.iter().chain([&overall]) {
+        bar.finish_and_clear();
+    }
+    if interrupted {
+        return Err(Interrupted.into());
+    }
+    let summary = summarise(&ctx, owned, &finished, failed, started.elapsed().as_secs_f64());
+    if all_finished(&ctx)? {
+        run.stage_finished(Stage::Train, summary.seconds)?;
+    }
+    Ok(summary)
+}
+
+/// CPU: packs small enough that a pack's activations stay in cache; CUDA: everything at once.
+fn default_pack(devices: &Devices, todo: usize) -> usize {
+    if devices.has_cuda() {
+        todo.div_ceil(devices.workers.len()).clamp(1, 128)
+    } else {
+        todo.div_ceil(devices.workers.len()).clamp(1, 10)
+    }
+}
+
+const FAILED: &str = "failed.json";
+
+fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
+    let record = serde_json::json!({
+        "member": start.member, "seed": start.seed, "attempt": start.attempt,
+        "epoch": epoch, "reason": "loss not finite",
+    });
+    crate::store::write_atomic(&dir.join(FAILED), record.to_string().as_bytes())
+}
+
+/// Whether a member has finished, failed, is in progress or missing, for `status`.
+pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<(String, Option<Checkpoint>)> {
+    let dir = run.member_dir(member);
+    if dir.join(FAILED).exists() {
+        return Ok(("failed".into(), None));
+    }
+    let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.hash())?;
+    let state = match &ckpt {
+        Some(c) if c.header.epoch >= run.config.train.epochs => "finished",
+        Some(_) => "in_progress",
+        None => "missing",
+    };
+    Ok((state.into(), ckpt))
+}
+
+fn all_finished(ctx: &TrainContext) -> Result<bool> {
+    for m in 0..ctx.config.train.members {
+        if member_state(&ctx.run, &ctx.arch, m)?.0 != "finished" {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Per-epoch train and test MSE as JSON lines, rewritten whole from the checkpoint's history
+/// so a resumed member never logs an epoch twice.
+fn write_metrics(dir: &Path, history: &[EpochLog]) -> Result<()> {
+    let mut text = String::new();
+    for log in history {
+        text += &serde_json::to_string(log).context("metrics")?;
+        text.push('\n');
+    }
+    crate::store::write_atomic(&dir.join("metrics.jsonl"), text.as_bytes())
+}
+
+fn summarise(ctx: &TrainContext, members: Vec<usize>, finished: &[Checkpoint], failed: Vec<usize>, seconds: f64) -> Summary {
+    let variance = variance(&ctx.test.scores);
+    let mse: Vec<f64> = finished
+        .iter()
+        .filter_map(|c| c.header.history.last().map(|l| l.test_mse))
+        .collect();
+    let r2: Vec<f64> = mse.iter().map(|m| 1.0 - m / variance).collect();
+    let (test_mse_mean, test_mse_std) = crate::metrics::stats::mean_std(&mse);
+    let (r2_mean, r2_std) = crate::metrics::stats::mean_std(&r2);
+    Summary {
+        members,
+        finished: finished.len(),
+        failed,
+        test_mse_mean,
+        test_mse_std,
+        r2_mean,
+        r2_std,
+        r2_min: r2.iter().copied().fold(f64::NAN, f64::min),
+        seconds,
+    }
+}
+
+fn variance(values: &[f32]) -> f64 {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! Training one pack on one device: P members advance together, one forward and one backward
+//! per step, with their own data order, dropout masks and Adam moments.
+
+use super::plan::epoch_plan;
+use super::{MemberStart, TrainContext};
+use crate::farm::{signals, Worker};
+use crate::model::adam::{Adam, Params};
+use crate::model::{PackedCnn};
+use crate::store::checkpoint::{self, Checkpoint, EpochLog, Header};
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+
+/// What became of a pack's members.
+#[derive(Debug, Default)]
+pub struct PackOutcome {
+    /// Members that reached the last epoch, with their final checkpoint.
+    pub finished: Vec<Checkpoint>,
+    /// Members whose loss turned NaN or infinite: (start they had, epoch it happened).
+    pub diverged: Vec<(MemberStart, usize)>,
+    /// True when a stop signal cut the pack short (its members are checkpointed).
+    pub interrupted: bool,
+}
+
+/// A pack's data on its device: train and test signals and scores.
+pub struct DeviceData {
+    pub train_x: Tensor,
+    pub train_y: Tensor,
+    pub test_x: Tensor,
+    pub test_y: Tensor,
+}
+
+impl DeviceData {
+    pub fn upload(ctx: &TrainContext, device: Device) -> DeviceData {
+        let shape = |n: usize| [n as i64, ctx.arch.dims, ctx.arch.length];
+        let up = |v: &[f32]| Tensor::from_slice(v).to_device(device);
+        DeviceData {
+            train_x: up(&ctx.train.perturbed).view(shape(ctx.train.len())),
+            train_y: up(&ctx.train.scores),
+            test_x: up(&ctx.test.perturbed).view(shape(ctx.test.len())),
+            test_y: up(&ctx.test.scores),
+        }
+    }
+}
+
+pub fn train_pack(
+    ctx: &TrainContext,
+    worker: &Worker,
+    members: Vec<MemberStart>,
+    on_epoch: &(dyn Fn(&[usize], usize, f64) + Sync),
+) -> Result<PackOutcome> {
+    let device = worker.device;
+    let cfg = &ctx.config.train;
+    let arch = &ctx.arch;
+    let p = members.len() as i64;
+    let data = DeviceData::upload(ctx, device);
+    let (n, bs) = (ctx.train.len(), cfg.batch_size);
+    let start_epoch = members[0].epoch();
+    let seeds: Vec<u64> = members.iter().map(|m| m.seed).collect();
+    let ids: Vec<usize> = members.iter().map(|m| m.member).collect();
+
+    let vectors = |pick: fn(&MemberStart, &TrainContext) -> Tensor| -> Vec<Tensor> {
+        members.iter().map(|m| pick(m, ctx)).collect()
+    };
+    let mut model = PackedCnn::from_members(arch, &vectors(MemberStart::weights), device);
+    let pack_state = |pick| crate::model::pack_members(arch, &vectors(pick)).to_device(device);
+    let mut adam = Adam::new(
+        Params { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps },
+        pack_state(MemberStart::adam_m),
+        pack_state(MemberStart::adam_v),
+        members[0].step(),
+    );
+    let mut histories: Vec<Vec<EpochLog>> = members.iter().map(|m| m.history()).collect();
+    let mut diverged_at: Vec<Option<usize>> = vec![None; members.len()];
+    let mut outcome = PackOutcome::default();
+    let dims_t = [arch.dims, arch.length];
+
+    let inject = injected_nan();
+    for epoch in start_epoch..cfg.epochs {
+        for (i, m) in members.iter().enumerate() {
+            if inject == Some((m.member, epoch)) && m.attempt == 0 {
+                poison(&model, i as i64);
+            }
+        }
+        let plan = epoch_plan(&seeds, epoch, n, arch.hidden as usize, arch.dropout);
+        let order = Tensor::from_slice(&plan.order).to_device(device);
+        let masks = Tensor::from_slice(&plan.masks).to_device(device).view([p, n as i64, arch.hidden]);
+        let mut sse = Tensor::zeros([p], (Kind::Float, device));
+        for start in (0..n).step_by(bs) {
+            let len = bs.min(n - start) as i64;
+            let idx = order.narrow(0, start as i64 * p, len * p);
+            // [len*P, dims, T] -> [len, P*dims, T]: position-major order puts member p's
+            // sample in channels p*dims..(p+1)*dims, as the grouped convolution expects.
+            let x = data.train_x.index_select(0, &idx).view([len, p * dims_t[0], dims_t[1]]);
+            // [len*P] -> [len, P] -> [P, len]
+            let y = data.train_y.index_select(0, &idx).view([len, p]).transpose(0, 1);
+            let mask = masks.narrow(1, start as i64, len);
+            let err = model.forward(&x, Some(&mask)) - y;
+            let sq = err.square();
+            // Each member's loss is the mean over its batch; summing over members keeps every
+            // member's gradient exactly its own.
+            sq.mean_dim(1, false, Kind::Float).sum(Kind::Float).backward();
+            adam.step(&mut model.flat);
+            sse += sq.detach().sum_dim_intlist(1, false, Kind::Float);
+        }
+        let train_mse: Vec<f32> = Vec::try_from(&(sse / n as f64).to_device(Device::Cpu))?;
+        let test_mse = evaluate(&model, &data.test_x, &data.test_y)?;
+        for (i, history) in histories.iter_mut().enumerate() {
+            let log = EpochLog { epoch: epoch + 1, train_mse: train_mse[i] as f64, test_mse: test_mse[i] };
+            if diverged_at[i].is_none() && !(log.train_mse.is_finite() && log.test_mse.is_finite()) {
+                diverged_at[i] = Some(epoch + 1);
+            }
+            history.push(log);
+        }
+        let mean_loss = train_mse.iter().map(|&v| v as f64).sum::<f64>() / p as f64;
+        on_epoch(&ids, epoch + 1, mean_loss);
+
+        let done = epoch + 1 == cfg.epochs;
+        let stop = signals::stop_requested();
+        if done || stop || (epoch + 1) % cfg.checkpoint_every == 0 {
+            for (i, member) in members.iter().enumerate() {
+                if diverged_at[i].is_some() {
+                    continue;
+                }
+                let ckpt = Checkpoint {
+                    header: Header {
+                        member: member.member,
+                        seed: member.seed,
+                        attempt: member.attempt,
+                        epoch: epoch + 1,
+                        step: adam.step,
+                        config_hash: ctx.config_hash.clone(),
+                        history: histories[i].clone(),
+                    },
+                    weights: Vec::try_from(&model.member_vector(&model.flat.detach(), i as i64).to_device(Device::Cpu))?,
+                    adam_m: Vec::try_from(&model.member_vector(&adam.m, i as i64).to_device(Device::Cpu))?,
+                    adam_v: Vec::try_from(&model.member_vector(&adam.v, i as i64).to_device(Device::Cpu))?,
+                };
+                let dir = ctx.run.member_dir(member.member);
+                checkpoint::save(&dir, arch, &ckpt)?;
+                super::write_metrics(&dir, &ckpt.header.history)?;
+                if done {
+                    outcome.finished.push(ckpt);
+                }
+            }
+            if stop && !done {
+                outcome.interrupted = true;
+                break;
+            }
+        }
+        if diverged_at.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    outcome.diverged = members
+        .into_iter()
+        .zip(diverged_at)
+        .filter_map(|(m, at)| at.map(|epoch| (m, epoch)))
+        .collect();
+    Ok(outcome)
+}
+
+/// Test MSE per member, in chunks so memory stays bounded whatever the split size.
+pub fn evaluate(model: &PackedCnn, x: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
+    let p = model.members;
+    let n = x.size()[0];
+    let chunk = 256;
+    let mut sse = Tensor::zeros([p], (Kind::Float, x.device()));
+    tch::no_grad(|| {
+        for start in (0..n).step_by(chunk) {
+            let len = chunk.min((n - start) as usize) as i64;
+            // [len, dims, T] -> [len, P*dims, T]: every member sees the same signals.
+            let xs = x.narrow(0, start, len).repeat([1, p, 1]);
+            let err = model.forward(&xs, None) - y.narrow(0, start, len).unsqueeze(0);
+            sse += err.square().sum_dim_intlist(1, false, Kind::Float);
+        }
+    });
+    let sse: Vec<f32> = Vec::try_from(&sse.to_device(Device::Cpu))?;
+    Ok(sse.into_iter().map(|s| s as f64 / n as f64).collect())
+}
+
+/// Fault injection for the test suite: `AGRA_INJECT_NAN=member:epoch` sets that member's
+/// weights to NaN at the start of that (0-based) epoch on its first attempt, so the divergence
+/// handling runs on real NaN losses.
+fn injected_nan() -> Option<(usize, usize)> {
+    let spec = std::env::var("AGRA_INJECT_NAN").ok()?;
+    let (m, e) = spec.split_once(':')?;
+    Some((m.parse().ok()?, e.parse().ok()?))
+}
+
+fn poison(model: &PackedCnn, slot: i64) {
+    tch::no_grad(|| {
+        for spec in &model.arch.params {
+            let _ = model.view_of(&model.flat, spec).get(slot).fill_(f64::NAN);
+        }
+    });
+}

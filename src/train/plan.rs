@@ -1,0 +1,67 @@
+//! What a member sees in one epoch: its data order and its dropout masks, drawn from its own
+//! ChaCha stream keyed by (member seed, epoch). Nothing here depends on the pack, the device
+//! or on earlier epochs, which is what makes resume exact without saving RNG state.
+
+use crate::config::splitmix;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One epoch of a pack, laid out for upload in one copy each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochPlan {
+    /// Sample indices, position-major: entry `i * P + p` is member p's i-th sample, so a batch
+    /// of positions [s, s+len) is the contiguous range [s*P, (s+len)*P) and gathers straight
+    /// into the [len, P*dims, T] layout of the packed convolution.
+    pub order: Vec<i64>,
+    /// Dropout masks [P, n, hidden], already scaled by 1/(1-p).
+    pub masks: Vec<f32>,
+}
+
+pub fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(splitmix(seed ^ splitmix(epoch as u64 + 1)))
+}
+
+pub fn epoch_plan(seeds: &[u64], epoch: usize, n: usize, hidden: usize, dropout: f64) -> EpochPlan {
+    let p = seeds.len();
+    let mut order = vec![0i64; n * p];
+    let mut masks = Vec::with_capacity(p * n * hidden);
+    let keep = 1.0 - dropout;
+    let scale = (1.0 / keep) as f32;
+    for (member, &seed) in seeds.iter().enumerate() {
+        let mut rng = epoch_rng(seed, epoch);
+        let mut perm: Vec<i64> = (0..n as i64).collect();
+        perm.shuffle(&mut rng);
+        for (i, &sample) in perm.iter().enumerate() {
+            order[i * p + member] = sample;
+        }
+        masks.extend((0..n * hidden).map(|_| if rng.random_bool(keep) { scale } else { 0.0 }));
+    }
+    EpochPlan { order, masks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_plan_does_not_depend_on_its_pack() {
+        let alone = epoch_plan(&[7], 3, 10, 4, 0.2);
+        let packed = epoch_plan(&[1, 7, 9], 3, 10, 4, 0.2);
+        let column: Vec<i64> = (0..10).map(|i| packed.order[i * 3 + 1]).collect();
+        assert_eq!(column, alone.order);
+        assert_eq!(&packed.masks[40..80], &alone.masks[..]);
+    }
+
+    #[test]
+    fn order_is_a_permutation_and_masks_are_scaled() {
+        let plan = epoch_plan(&[42], 0, 100, 8, 0.25);
+        let mut sorted = plan.order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert!(plan.masks.iter().all(|&m| m == 0.0 || (m - 4.0 / 3.0).abs() < 1e-6));
+        let kept = plan.masks.iter().filter(|&&m| m > 0.0).count() as f64 / 800.0;
+        assert!((kept - 0.75).abs() < 0.05, "{kept}");
+        assert_ne!(epoch_plan(&[42], 1, 100, 8, 0.25).order, plan.order);
+    }
+}

@@ -1,0 +1,106 @@
+//! The command-line contract: help, exit codes, and at least 30 bad inputs that must each give
+//! a one-line error with exit code 2 and leave an existing run directory untouched.
+
+mod common;
+use common::*;
+
+#[test]
+fn help_shows_the_contract() {
+    let out = agra().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["data", "train", "explain", "evaluate", "report", "run", "status", "--run-dir", "--preset", "--config", "--set", "--devices", "--quiet", "--json"] {
+        assert!(text.contains(word), "help lacks {word}");
+    }
+    let out = agra().args(["train", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--shard"));
+}
+
+#[test]
+fn status_works_on_a_missing_and_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing");
+    let out = agra().arg("--run-dir").arg(&missing).arg("status").output().unwrap();
+    assert!(out.status.success());
+    assert!(!missing.exists(), "status writes nothing");
+    let s = status_json(dir.path());
+    assert_eq!(s["stages"]["train"], "missing");
+}
+
+#[test]
+fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    ok(&run_dir, &["data"]);
+    let before = snapshot(&run_dir);
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let bad_toml = dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "[train]\nepochs = \"many\"\n").unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[train\n").unwrap();
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let r = run_dir.to_str().unwrap();
+    let cases: Vec<Vec<String>> = [
+        vec!["--set", "train.epoch=3", "data"],
+        vec!["--set", "train.epochs=abc", "data"],
+        vec!["--set", "train.epochs=-1", "data"],
+        vec!["--set", "train.epochs=0", "data"],
+        vec!["--set", "train.lr=nan", "data"],
+        vec!["--set", "train.lr=inf", "data"],
+        vec!["--set", "train.lr=1e300", "data"],
+        vec!["--set", "model.dropout=1.5", "data"],
+        vec!["--set", "data.length=100", "data"],
+        vec!["--set", "data.train=5", "data"],
+        vec!["--set", "data.noise=-1", "data"],
+        vec!["--set", "data.period=[5]", "data"],
+        vec!["--set", "data.width=[3, 1]", "data"],
+        vec!["--set", "model.channels=[]", "data"],
+        vec!["--set", "model.kernel=2", "data"],
+        vec!["--set", "train.members=1000000000", "data"],
+        vec!["--set", "explain.methods=[\"shap\"]", "data"],
+        vec!["--set", "explain.split=validation", "data"],
+        vec!["--set", "novalue", "data"],
+        vec!["--set", "seed=-5", "data"],
+        vec!["--set", "train.batch_size=100000", "data"],
+        vec!["--preset", "huge", "data"],
+        vec!["--config", "/nonexistent/agra.toml", "data"],
+        vec!["--config", bad_toml.to_str().unwrap(), "data"],
+        vec!["--config", broken.to_str().unwrap(), "data"],
+        vec!["--devices", "cuda:9", "data"],
+        vec!["--devices", "tpu", "data"],
+        vec!["--devices", "", "data"],
+        vec!["train", "--shard", "5/4"],
+        vec!["train", "--shard", "1/0"],
+        vec!["train", "--shard", "x"],
+        vec!["train", "--pack", "0"],
+        vec!["explain", "--split", "nope"],
+        vec!["--set", "train.epochs=9", "data"], // a different config on an existing run
+        vec!["frobnicate"],
+    ]
+    .iter()
+    .map(|c| c.iter().map(|s| s.to_string()).collect())
+    .collect();
+    assert!(cases.len() >= 30);
+    for case in &cases {
+        let args: Vec<&str> = case.iter().map(String::as_str).collect();
+        let out = run(&run_dir, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{case:?}: {stderr}");
+        if !args.contains(&"frobnicate") && !args.contains(&"huge") && !args.contains(&"nope") {
+            assert_eq!(stderr.trim().lines().count(), 1, "{case:?}: {stderr}");
+            assert!(stderr.starts_with("agra: "), "{case:?}: {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{case:?}: {stderr}");
+    }
+    // Places that are not a usable run directory.
+    for place in [foreign.as_path(), empty.as_path(), std::path::Path::new("/proc/agra-run")] {
+        let out = agra().arg("--run-dir").arg(place).args(TINY).arg("data").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}: {}", place.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(before, snapshot(&run_dir), "no file of the run directory changed");
+    let _ = r;
+}

@@ -1,0 +1,63 @@
+//! Helpers for the end-to-end tests: run the real binary on tiny configs in temp directories.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn agra() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agra"));
+    cmd.env("OMP_NUM_THREADS", "1");
+    cmd
+}
+
+/// The quick preset shrunk further, so a whole pipeline runs in seconds.
+pub const TINY: &[&str] = &["--preset", "quick", "--devices", "cpu", "-q"];
+
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = agra();
+    cmd.arg("--run-dir").arg(dir).args(TINY).args(args);
+    cmd.output().expect("agra runs")
+}
+
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(out.status.success(), "agra {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn status_json(dir: &Path) -> serde_json::Value {
+    let out = agra().arg("--run-dir").arg(dir).args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// member index -> weights hash, for every finished member.
+pub fn weight_hashes(dir: &Path) -> BTreeMap<u64, String> {
+    let status = status_json(dir);
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == "finished")
+        .map(|m| (m["index"].as_u64().unwrap(), m["weights_hash"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Path -> content of every file below `dir` (for "nothing changed" checks).
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,137 @@
+//! Surviving faults: signals, kill -9 at random moments, damaged checkpoints and diverging
+//! members. The reference is always an uninterrupted run of the same config on CPU, and the
+//! bar is bit-identical final weights.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const LONG: &[&str] = &["--set", "train.epochs=8", "--set", "train.members=3"];
+
+fn reference(dir: &std::path::Path) -> std::collections::BTreeMap<u64, String> {
+    let path = dir.join("reference");
+    ok(&path, &[LONG, &["train"]].concat());
+    weight_hashes(&path)
+}
+
+fn spawn_train(dir: &std::path::Path) -> std::process::Child {
+    agra().arg("--run-dir").arg(dir).args(TINY).args(LONG).arg("train").spawn().unwrap()
+}
+
+#[test]
+fn a_signal_checkpoints_exits_3_and_the_resumed_run_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference(dir.path());
+    let run_dir = dir.path().join("run");
+    let mut child = spawn_train(&run_dir);
+    // Wait for the first checkpoint, then ask politely.
+    let started = Instant::now();
+    while !run_dir.join("members/m0000").read_dir().map(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().starts_with("epoch-"))).unwrap_or(false) {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = std::process::Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success()); // SIGUSR1, as Slurm sends it
+    let code = child.wait().unwrap().code();
+    if code == Some(0) {
+        // The run finished before the signal landed; nothing to resume, still identical.
+        assert_eq!(weight_hashes(&run_dir), expected);
+        return;
+    }
+    assert_eq!(code, Some(3), "interrupted runs exit 3");
+    let status = status_json(&run_dir);
+    assert!(status["members"].as_array().unwrap().iter().any(|m| m["state"] == "in_progress"));
+    ok(&run_dir, &[LONG, &["train"]].concat());
+    assert_eq!(weight_hashes(&run_dir), expected);
+}
+
+#[test]
+fn kill_9_at_random_moments_then_resume_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference(dir.path());
+    let run_dir = dir.path().join("run");
+    // Deterministic "random" moments spread over a run's length, start-up included.
+    let mut state = 0x2545_f491_u64;
+    let mut kills = 0;
+    for _ in 0..40 {
+        if kills >= 12 {
+            break;
+        }
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = Duration::from_millis(150 + state % 900);
+        let mut child = spawn_train(&run_dir);
+        std::thread::sleep(delay);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success());
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 10, "only {kills} kills landed before training finished");
+    ok(&run_dir, &[LONG, &["train"]].concat());
+    assert_eq!(weight_hashes(&run_dir), expected);
+}
+
+#[test]
+fn a_corrupted_checkpoint_is_reported_and_never_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("reference");
+    let expected = reference(dir.path());
+    // Damage member 1's newest checkpoint and both of member 2's: 1 falls back to its
+    // previous checkpoint, 2 restarts; both must end exactly where they ended before.
+    let newest = |m: usize| {
+        let mut files: Vec<_> = run_dir.join(format!("members/m{m:04}")).read_dir().unwrap().map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
+        files.sort();
+        files
+    };
+    let files1 = newest(1);
+    let mut bytes = std::fs::read(files1.last().unwrap()).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(files1.last().unwrap(), bytes).unwrap();
+    for f in newest(2) {
+        let len = std::fs::metadata(&f).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 3).unwrap();
+    }
+    let status = status_json(&run_dir);
+    assert_eq!(status["members"][1]["state"], "in_progress", "a flipped bit is detected");
+    assert_eq!(status["members"][2]["state"], "missing");
+    let out = run(&run_dir, &[LONG, &["train"]].concat());
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("content hash mismatch") && stderr.contains(files1.last().unwrap().to_str().unwrap()), "{stderr}");
+    assert_eq!(weight_hashes(&run_dir), expected);
+}
+
+#[test]
+fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let retried = dir.path().join("retried");
+    let out = agra().arg("--run-dir").arg(&retried).args(TINY).args(LONG).env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("member 1: loss not finite at epoch") && stderr.contains("sub-seed"), "{stderr}");
+    let status = status_json(&retried);
+    assert_eq!(status["members"][1]["state"], "finished");
+    assert_eq!(status["members"][1]["attempt"], 1);
+
+    let failed = dir.path().join("failed");
+    let out = agra().arg("--run-dir").arg(&failed).args(TINY).args(LONG).args(["--set", "train.nan_retries=0"])
+        .env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a failed member changes the exit code");
+    let status = status_json(&failed);
+    assert_eq!(status["members"][1]["state"], "failed");
+    assert_eq!(status["members"][0]["state"], "finished", "the others are not stopped");
+    let explain = agra().arg("--run-dir").arg(&failed).args(TINY).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
+    assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");
+    assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed)"));
+}

@@ -1,0 +1,73 @@
+//! The whole pipeline on the quick preset: every stage's outputs, idempotent re-runs, shards,
+//! the multi-device path on CPU workers, and `status` on partial and finished runs.
+
+mod common;
+use common::*;
+
+#[test]
+fn agra_run_produces_every_output_and_a_second_run_skips_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let out = agra().arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "--devices", "cpu,cpu", "--json", "run"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stages: Vec<&str> = lines.iter().map(|l| l["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["data", "train", "explain", "evaluate", "report", "run"]);
+    assert_eq!(lines[1]["finished"], 4);
+
+    for method in ["grad", "smoothgrad", "saliency", "gxi", "ig"] {
+        let d = run_dir.join("explain").join(method);
+        for f in ["ensemble.npy", "std.npy", "members.npy", "manifest.json"] {
+            assert!(d.join(f).exists(), "{method}/{f}");
+        }
+    }
+    let report = std::fs::read_to_string(run_dir.join("report/report.md")).unwrap();
+    assert!(report.contains("Table I") && report.contains("Table IV"));
+    for link in report.lines().filter_map(|l| l.split("](").nth(1)).map(|l| l.split(')').next().unwrap()) {
+        assert!(run_dir.join("report").join(link).exists(), "broken link {link}");
+    }
+    assert!(run_dir.join("report/figures/fig1_data.png").exists());
+    let status = status_json(&run_dir);
+    for stage in ["data", "train", "explain", "evaluate", "report"] {
+        assert_eq!(status["stages"][stage], "complete");
+    }
+    let before = snapshot(&run_dir.join("members"));
+    let again = agra().arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "--devices", "cpu", "run"]).output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already complete"));
+    assert_eq!(before, snapshot(&run_dir.join("members")));
+}
+
+#[test]
+fn shards_and_pack_sizes_give_the_same_members_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, sharded) = (dir.path().join("one"), dir.path().join("sharded"));
+    ok(&one, &["train"]);
+    let fresh = agra().arg("--run-dir").arg(&sharded).args(TINY).args(["status", "--json"]).output().unwrap();
+    let fresh: serde_json::Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    assert_eq!(fresh["members"].as_array().unwrap().len(), 4, "a fresh run lists its members as missing");
+    assert!(!sharded.exists());
+    ok(&sharded, &["train", "--shard", "1/2", "--pack", "1"]);
+    let partial = status_json(&sharded);
+    let states: Vec<&str> = partial["members"].as_array().unwrap().iter().map(|m| m["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["missing", "finished", "missing", "finished"]);
+    assert_eq!(partial["stages"]["train"], "incomplete");
+    let out = run(&sharded, &["explain"]);
+    assert_eq!(out.status.code(), Some(2), "missing members refuse explain");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 (missing)"));
+    ok(&sharded, &["explain", "--allow-partial"]);
+    ok(&sharded, &["train", "--shard", "0/2"]);
+    assert_eq!(status_json(&sharded)["stages"]["train"], "complete");
+    let (a, b) = (weight_hashes(&one), weight_hashes(&sharded));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b, "members do not depend on shard or pack size");
+}
+
+#[test]
+fn data_export_writes_npy_for_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(dir.path(), &["data", "--export", "npy", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["train"], 64);
+    assert!(dir.path().join("data/npy").read_dir().unwrap().count() >= 6);
+}

@@ -94,6 +94,29 @@ impl Architecture {
     }
 }
 
+/// How the packed convolutions are computed; both give the same numbers (up to rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvLayout {
+    /// One grouped convolution per layer over [B, P*C, T].
+    Grouped,
+    /// Unfold the input and run one batched matmul per layer over [P, C*K, B*T]: the member
+    /// axis leads, so each member's product is one plain GEMM.
+    Unfold,
+}
+
+impl ConvLayout {
+    /// The faster layout for a device, as measured in docs/BENCHMARKS.md; `AGRA_CONV=grouped`
+    /// or `AGRA_CONV=unfold` overrides it for benchmarking.
+    pub fn for_device(device: Device) -> ConvLayout {
+        match std::env::var("AGRA_CONV").as_deref() {
+            Ok("grouped") => ConvLayout::Grouped,
+            Ok("unfold") => ConvLayout::Unfold,
+            _ if device.is_cuda() => ConvLayout::Grouped,
+            _ => ConvLayout::Grouped,
+        }
+    }
+}
+
 /// P members' parameters in one flat tensor, and the forward pass over them.
 #[derive(Debug)]
 pub struct PackedCnn {
@@ -101,13 +124,14 @@ pub struct PackedCnn {
     pub members: i64,
     /// [P * arch.numel()], param-major; the only leaf that requires grad.
     pub flat: Tensor,
+    pub layout: ConvLayout,
 }
 
 impl PackedCnn {
     /// Packs members' parameter vectors (each [arch.numel()] in `arch.params` order).
     pub fn from_members(arch: &Architecture, members: &[Tensor], device: Device) -> PackedCnn {
         let flat = pack_members(arch, members).to_device(device).set_requires_grad(true);
-        PackedCnn { arch: arch.clone(), members: members.len() as i64, flat }
+        PackedCnn { arch: arch.clone(), members: members.len() as i64, flat, layout: ConvLayout::for_device(device) }
     }
 
     /// The pack's block of one parameter, `[P, ...member shape]`, a view of `flat` (or of any
@@ -133,19 +157,10 @@ impl PackedCnn {
     /// `dropout`: a mask [P, B, hidden] already scaled by 1/(1-p), or None in evaluation.
     /// Returns the scores [P, B].
     pub fn forward(&self, x: &Tensor, dropout: Option<&Tensor>) -> Tensor {
-        let p = self.members;
-        let pad = self.arch.kernel / 2;
-        let mut h = x.shallow_clone();
-        for spec in &self.arch.params[..4] {
-            // [P, c_out, c_in, k] -> [P*c_out, c_in, k]: group g convolves only member g's channels.
-            let w = self.view_of(&self.flat, spec).view([-1, spec.shape[1], spec.shape[2]]);
-            h = h.conv1d(&w, None::<Tensor>, [1], [pad], [1], p).relu();
-            h = pool2(&h);
-        }
-        let b = h.size()[0];
-        // [B, P*C, T/16] -> [B, P, C*T/16] -> [P, B, F]: each member's flatten order equals
-        // the single-member network's (channel-major), then the member axis leads for bmm.
-        let features = h.view([b, p, -1]).transpose(0, 1);
+        let features = match self.layout {
+            ConvLayout::Grouped => self.features_grouped(x),
+            ConvLayout::Unfold => self.features_unfold(x),
+        };
         let mut z = features.bmm(&self.view_of(&self.flat, &self.arch.params[4])).relu();
         if let Some(mask) = dropout {
             z = z * mask;
@@ -155,11 +170,50 @@ impl PackedCnn {
     }
 }
 
-/// Max-pool by 2 along time as a reshape and a max: cheaper than max_pool1d_with_indices on
-/// CPU, and its backward needs no index tensor. [B, C, T] -> [B, C, T/2].
-fn pool2(h: &Tensor) -> Tensor {
-    let (b, c, t) = h.size3().expect("3-D");
-    h.view([b, c, t / 2, 2]).amax([-1], false)
+impl PackedCnn {
+    /// The convolutional trunk as grouped convolutions: [B, P*dims, T] -> [P, B, F].
+    fn features_grouped(&self, x: &Tensor) -> Tensor {
+        let p = self.members;
+        let pad = self.arch.kernel / 2;
+        let mut h = x.shallow_clone();
+        for spec in &self.arch.params[..4] {
+            // [P, c_out, c_in, k] -> [P*c_out, c_in, k]: group g convolves only member g's channels.
+            let w = self.view_of(&self.flat, spec).view([-1, spec.shape[1], spec.shape[2]]);
+            h = pool2_relu(&h.conv1d(&w, None::<Tensor>, [1], [pad], [1], p));
+        }
+        let b = h.size()[0];
+        // [B, P*C, T/16] -> [B, P, C*T/16] -> [P, B, F]: each member's flatten order equals
+        // the single-member network's (channel-major), then the member axis leads for bmm.
+        h.view([b, p, -1]).transpose(0, 1)
+    }
+
+    /// The trunk as unfold + batched matmul, activations kept [P, C, B, T] throughout.
+    fn features_unfold(&self, x: &Tensor) -> Tensor {
+        let p = self.members;
+        let (k, pad) = (self.arch.kernel, self.arch.kernel / 2);
+        let b = x.size()[0];
+        // [B, P*dims, T] -> [B, P, dims, T] -> [P, dims, B, T]
+        let mut h = x.view([b, p, self.arch.dims, -1]).permute([1, 2, 0, 3]);
+        for spec in &self.arch.params[..4] {
+            let (c_in, t) = (spec.shape[1], h.size()[3]);
+            // [P, C, B, T] -> pad -> [P, C, B, T, K] -> [P, C, K, B, T] -> [P, C*K, B*T]: row
+            // c*K + k matches the weight's [c_out, c_in, k] flattening.
+            let cols = h.constant_pad_nd([pad, pad]).unfold(3, k, 1).permute([0, 1, 4, 2, 3]).reshape([p, c_in * k, b * t]);
+            let w = self.view_of(&self.flat, spec).view([p, spec.shape[0], c_in * k]);
+            // [P, c_out, C*K] @ [P, C*K, B*T] -> [P, c_out*B, T] -> pool -> [P, c_out, B, T/2]
+            let y = w.bmm(&cols).view([p, spec.shape[0] * b, t]);
+            h = pool2_relu(&y).view([p, spec.shape[0], b, t / 2]);
+        }
+        // [P, C, B, T/16] -> [P, B, C, T/16] -> [P, B, F], channel-major like the single network.
+        h.permute([0, 2, 1, 3]).reshape([p, b, -1])
+    }
+}
+
+/// ReLU after max-pool by 2 along time: the same as pooling after ReLU (ReLU is monotonic) on
+/// half the elements. max_pool1d beat a reshape-and-amax by about 10% on CPU (BENCHMARKS.md).
+/// [N, C, T] -> [N, C, T/2].
+fn pool2_relu(h: &Tensor) -> Tensor {
+    h.max_pool1d([2], [2], [0], [1], false).relu()
 }
 
 /// Members' vectors [arch.numel()] -> the param-major flat layout [P * arch.numel()].

@@ -61,3 +61,17 @@ fn initial_weights_follow_the_seed_and_pytorch_bounds() {
     let bound = 1.0 / (10f64).sqrt();
     assert!(f64::try_from(conv1.abs().max()).unwrap() <= bound);
 }
+
+#[test]
+fn both_convolution_layouts_agree() {
+    let a = arch();
+    let members: Vec<Tensor> = (0..3).map(|s| init::member_weights(&a, 50 + s)).collect();
+    let mut model = PackedCnn::from_members(&a, &members, Device::Cpu);
+    let x = Tensor::randn([4, 3 * a.dims, a.length], (Kind::Float, Device::Cpu));
+    model.layout = ConvLayout::Grouped;
+    let grouped = model.forward(&x, None);
+    model.layout = ConvLayout::Unfold;
+    let unfold = model.forward(&x, None);
+    let diff = f64::try_from((grouped - unfold).abs().max()).unwrap();
+    assert!(diff < 1e-5, "{diff}");
+}

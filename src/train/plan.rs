@@ -6,6 +6,7 @@ use crate::config::splitmix;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// One epoch of a pack, laid out for upload in one copy each.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,18 +25,27 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
 
 pub fn epoch_plan(seeds: &[u64], epoch: usize, n: usize, hidden: usize, dropout: f64) -> EpochPlan {
     let p = seeds.len();
-    let mut order = vec![0i64; n * p];
-    let mut masks = Vec::with_capacity(p * n * hidden);
     let keep = 1.0 - dropout;
     let scale = (1.0 / keep) as f32;
-    for (member, &seed) in seeds.iter().enumerate() {
-        let mut rng = epoch_rng(seed, epoch);
-        let mut perm: Vec<i64> = (0..n as i64).collect();
-        perm.shuffle(&mut rng);
+    // Members draw in parallel (on a GPU this host work would otherwise stall every epoch);
+    // each draws from its own stream, so the result does not depend on scheduling.
+    let drawn: Vec<(Vec<i64>, Vec<f32>)> = seeds
+        .par_iter()
+        .map(|&seed| {
+            let mut rng = epoch_rng(seed, epoch);
+            let mut perm: Vec<i64> = (0..n as i64).collect();
+            perm.shuffle(&mut rng);
+            let masks = (0..n * hidden).map(|_| if rng.random_bool(keep) { scale } else { 0.0 }).collect();
+            (perm, masks)
+        })
+        .collect();
+    let mut order = vec![0i64; n * p];
+    let mut masks = Vec::with_capacity(p * n * hidden);
+    for (member, (perm, m)) in drawn.into_iter().enumerate() {
         for (i, &sample) in perm.iter().enumerate() {
             order[i * p + member] = sample;
         }
-        masks.extend((0..n * hidden).map(|_| if rng.random_bool(keep) { scale } else { 0.0 }));
+        masks.extend(m);
     }
     EpochPlan { order, masks }
 }

@@ -88,18 +88,33 @@ pub struct ExplainArgs {
     /// Split to explain (overrides explain.split).
     #[arg(long, value_parser = ["train", "test", "all"])]
     pub split: Option<String>,
-    /// Most (member x signal x sample) rows in one forward/backward.
-    #[arg(long, default_value_t = 16384, value_name = "ROWS")]
-    pub max_batch: usize,
+    /// Most (member x signal x sample) rows in one forward/backward (default: 4096 on CPU,
+    /// 262144 on CUDA; each row holds about 150 KB of activations at the paper's size).
+    #[arg(long, value_name = "ROWS")]
+    pub max_batch: Option<usize>,
     /// Also write safetensors next to the .npy files.
     #[arg(long)]
     pub safetensors: bool,
+    /// Members per pack (default: chosen from the device; 1 gives the naive per-member loop).
+    #[arg(long, value_name = "N")]
+    pub pack: Option<usize>,
 }
 
+/// `run` takes the options of `train` and `explain`; `--pack` serves both.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
     #[command(flatten)]
     pub train: TrainArgs,
-    #[command(flatten)]
-    pub explain: ExplainArgs,
+    /// Explain with the finished members even when some are missing or failed.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Most (member x signal x sample) rows in one forward/backward of explain.
+    #[arg(long, value_name = "ROWS")]
+    pub max_batch: Option<usize>,
+}
+
+impl RunArgs {
+    pub fn explain(&self) -> ExplainArgs {
+        ExplainArgs { allow_partial: self.allow_partial, max_batch: self.max_batch, pack: self.train.pack, ..ExplainArgs::default() }
+    }
 }

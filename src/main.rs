@@ -96,7 +96,7 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
         emit(g, "train", &train::run(run, devices, &args.train, ui)?)?;
     }
     if !skip(Stage::Explain)? {
-        emit(g, "explain", &explain::run(run, devices, &args.explain, ui)?)?;
+        emit(g, "explain", &explain::run(run, devices, &args.explain(), ui)?)?;
     }
     if !skip(Stage::Evaluate)? {
         emit(g, "evaluate", &metrics::run(run, devices, ui)?)?;

@@ -129,6 +129,7 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
     Ok(json!({
         "run_dir": run.root(),
         "exists": run.root().exists(),
+        "cuda_devices": tch::Cuda::device_count(),
         "config_hash": meta.map(|m| m.config_hash.clone()),
         "agra_version": meta.map(|m| m.agra_version.clone()),
         "stages": stages,

@@ -66,6 +66,8 @@ pub struct TrainConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    pub lr_decay_epochs: usize,
+    pub lr_final: f64,
     pub checkpoint_every: usize,
     pub nan_retries: usize,
 }
@@ -138,15 +140,26 @@ impl Config {
 
     /// A stable fingerprint of everything that changes results.
     pub fn hash(&self) -> String {
-        let canonical = serde_json::to_string(self).expect("config serialises");
-        let digest = Sha256::digest(canonical.as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        fingerprint(self)
+    }
+
+    /// The fingerprint of what a trained member depends on (seed, data, model, train):
+    /// checkpoints carry it, so finished members can be copied into a run that only explains
+    /// or evaluates differently.
+    pub fn train_hash(&self) -> String {
+        fingerprint(&(self.seed, &self.data, &self.model, &self.train))
     }
 
     /// Member m's seed: a function of (base seed, m) only, so packing never changes it.
     pub fn member_seed(&self, member: usize) -> u64 {
         splitmix(self.seed ^ splitmix(member as u64 + 0x9e37_79b9))
     }
+}
+
+fn fingerprint(value: &impl Serialize) -> String {
+    let canonical = serde_json::to_string(value).expect("config serialises");
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// One round of SplitMix64: spreads nearby integers over the whole seed space.

@@ -75,6 +75,12 @@ pub fn check(c: &Config) -> Result<()> {
     probability("train.beta1", t.beta1)?;
     probability("train.beta2", t.beta2)?;
     finite_positive("train.eps", t.eps)?;
+    if t.lr_decay_epochs > t.epochs {
+        return bad(format!("train.lr_decay_epochs = {} exceeds train.epochs = {}", t.lr_decay_epochs, t.epochs));
+    }
+    if !(t.lr_final.is_finite() && t.lr_final > 0.0 && t.lr_final <= 1.0) {
+        return bad(format!("train.lr_final = {} must be in (0, 1]", t.lr_final));
+    }
     positive("train.checkpoint_every", t.checkpoint_every)?;
     limit("train.nan_retries", t.nan_retries, 100)?;
 

@@ -80,15 +80,15 @@ impl Split {
     pub fn row_len(&self) -> usize {
         self.dims * self.length
     }
-
+    /// The signals at `indices`, in that order (repeats allowed, e.g. for bootstrapping).
+    /// Panics on an out-of-range index, which is a caller bug, not a data problem.
     /// The perturbed signal `i`, `[dims, length]` flattened: what a model sees.
     pub fn signal(&self, i: usize) -> &[f32] {
         let r = self.row_len();
         &self.perturbed[i * r..(i + 1) * r]
     }
 
-    /// The signals at `indices`, in that order (repeats allowed, e.g. for bootstrapping).
-    /// Panics on an out-of-range index, which is a caller bug, not a data problem.
+    #[cfg(test)]
     pub fn select(&self, indices: &[usize]) -> Split {
         let r = self.row_len();
         let mut out = Split::empty(self.dims, self.length);
@@ -278,25 +278,13 @@ fn generate_signal(cfg: &DataConfig, seed: u64, index: u64) -> Signal {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn quick() -> DataConfig {
-        DataConfig {
-            signals: 96,
-            train: 64,
-            test: 32,
-            length: 64,
-            dims: 2,
-            period: [32.0, 128.0],
-            noise: 0.05,
-            max_perturbations: 8,
-            amplitude: [1.0, 1.0],
-            width: [2.0, 2.0],
-            mse_ref: 0.07,
-            optimal_score: 10.0,
-            mask_widths: 2.0,
-        }
+    /// The quick preset's data section.
+    pub(crate) fn quick() -> DataConfig {
+        let sources = crate::config::Sources { preset: "quick".into(), ..Default::default() };
+        crate::config::Config::load(&sources).expect("quick preset").data
     }
 
     /// Pearson's chi-square statistic against a uniform expectation.

@@ -219,7 +219,7 @@ mod tests {
     use crate::data::generate::generate;
 
     fn quick() -> DataConfig {
-        DataConfig { signals: 24, train: 16, test: 8, length: 32, ..DataConfig::default() }
+        DataConfig { signals: 24, train: 16, test: 8, length: 32, ..crate::data::generate::tests::quick() }
     }
 
     #[test]

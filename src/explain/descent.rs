@@ -1,16 +1,15 @@
 //! `grad` (the paper's Algorithm 1) and `smoothgrad`: descend on the input until the score is
 //! optimal, x <- x - eta * direction(x), stopping per (signal, member) pair once
 //! L(x) < tol. Attribution A = x0 - x_final, so x0 - A is the reconstruction.
-//! `gxi` multiplies the `grad` attribution by the input.
 
-use super::noise::NoiseBank;
+use super::noise::{NoiseBank, PairIds};
 use super::objective::Objective;
 use super::{Method, Output};
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
 /// How often the loop asks the device whether any pair is still active: each ask is a sync.
-const CHECK_EVERY: usize = 8;
+const CHECK_EVERY: usize = 4;
 
 pub struct Descent {
     pub eta: f64,
@@ -37,7 +36,7 @@ impl Method for Descent {
         self.smooth.as_ref().map_or(1, |s| s.samples + 1)
     }
 
-    fn attribute(&self, objective: &Objective, x0: &Tensor, ids: &super::PairIds) -> Result<Output> {
+    fn attribute(&self, objective: &Objective, x0: &Tensor, ids: &PairIds) -> Result<Output> {
         let (s, p, d, t) = x0.size4()?;
         let device = x0.device();
         let mut x = x0.detach().copy();
@@ -48,19 +47,31 @@ impl Method for Descent {
             let flat = x0.view([s, p, -1]);
             ((flat.amax([-1], true) - flat.amin([-1], true)) * sm.sigma).unsqueeze(-1)
         });
+        let mut live = Tensor::arange(s, (Kind::Int64, device));
         for iter in 0..self.max_iter {
-            let (loss, grad) = match (&self.smooth, &scale) {
-                (Some(sm), Some(scale)) => smooth_step(objective, &x, sm, scale, ids, iter),
-                _ => objective.loss_and_grad(&x),
-            };
-            active = active.logical_and(&loss.ge(self.tol));
-            if iter % CHECK_EVERY == 0 && !bool::try_from(active.any())? {
-                break;
+            if iter % CHECK_EVERY == 0 {
+                // Only signals with a member still descending are computed: most pairs stop
+                // early, and a finished signal would otherwise cost as much as a live one.
+                live = active.any_dim(1, false).nonzero().squeeze_dim(1);
+                if live.size()[0] == 0 {
+                    break;
+                }
             }
-            // [S, P] -> [S, P, 1, 1]: frozen pairs keep their x.
-            let step = active.to_kind(Kind::Float).view([s, p, 1, 1]) * grad * self.eta;
-            x = x - step;
-            iterations += active.to_kind(Kind::Int64);
+            let l = live.size()[0];
+            let xl = x.index_select(0, &live); // [L, P, dims, T]
+            let (loss, grad) = match (&self.smooth, &scale) {
+                (Some(sm), Some(scale)) => {
+                    let ids = PairIds { signals: ids.signals.index_select(0, &live), members: ids.members.shallow_clone() };
+                    smooth_step(objective, &xl, sm, &scale.index_select(0, &live), &ids, iter)
+                }
+                _ => objective.loss_and_grad(&xl),
+            };
+            let still = active.index_select(0, &live).logical_and(&loss.ge(self.tol)); // [L, P]
+            let _ = active.index_copy_(0, &live, &still);
+            // [L, P] -> [L, P, 1, 1]: a pair that has converged keeps its x.
+            let step = still.to_kind(Kind::Float).view([l, p, 1, 1]) * grad * self.eta;
+            let _ = x.index_copy_(0, &live, &(xl - step));
+            let _ = iterations.index_add_(0, &live, &still.to_kind(Kind::Int64));
         }
         let final_loss = objective.loss(&x);
         let attribution = (x0 - &x).view([s, p, d, t]);
@@ -80,7 +91,7 @@ fn smooth_step(
     x: &Tensor,
     smooth: &Smooth,
     scale: &Tensor,
-    ids: &super::PairIds,
+    ids: &PairIds,
     iter: usize,
 ) -> (Tensor, Tensor) {
     let (s, p, d, t) = x.size4().expect("4-D");

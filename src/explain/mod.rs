@@ -191,17 +191,24 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     let _lock = run.stage_lock("explain")?;
     run.stage_started(Stage::Explain, &devices.names())?;
 
-    let pack = if devices.has_cuda() { members.len() } else { 10 };
+    if args.pack == Some(0) {
+        return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
+    }
+    let pack = args.pack.unwrap_or_else(|| farm::default_pack(devices, members.len()));
     let jobs: Vec<Vec<(usize, usize, Tensor)>> = members
-        .chunks(pack.div_ceil(1).max(1))
+        .chunks(pack)
         .enumerate()
         .map(|(c, chunk)| {
             chunk.iter().enumerate().map(|(i, (m, w))| (c * pack + i, *m, Tensor::from_slice(w))).collect()
         })
         .collect();
+    if args.max_batch == Some(0) {
+        return Err(UsageError::new("--max-batch 0: a chunk holds at least one row").into());
+    }
     let bar = ui.bar("explain", jobs.len() as u64);
     let results = farm::run_queue(&devices.workers, jobs, |worker, job| {
-        let result = explain_pack(config, &arch, worker, &job, &signals, args.max_batch);
+        let max_batch = args.max_batch.unwrap_or(if worker.device.is_cuda() { 262_144 } else { 4096 });
+        let result = explain_pack(config, &arch, worker, &job, &signals, max_batch);
         bar.inc(1);
         result
     });
@@ -220,10 +227,14 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
 
 /// The split to explain; `all` is train then test, so signal ids are global.
 pub fn load_signals(run: &RunDir, split: &str) -> Result<Split> {
-    Ok(match split {
+    let signals = match split {
         "all" => Split::concat(&read_split(&run.split_path("train"))?, &read_split(&run.split_path("test"))?),
         name => read_split(&run.split_path(name))?,
-    })
+    };
+    if signals.is_empty() {
+        return Err(UsageError::new(format!("the {split} split of {} has no signals", run.root().display())).into());
+    }
+    Ok(signals)
 }
 
 /// Every finished member's weights; missing or failed ones are an error unless

@@ -10,10 +10,6 @@ pub struct Objective<'a> {
 }
 
 impl Objective<'_> {
-    pub fn members(&self) -> i64 {
-        self.model.members
-    }
-
     /// x: [N, P, dims, T], row n of member p being one input of member p.
     /// Returns (L [N, P], dL/dx [N, P, dims, T]) without touching the model's gradient.
     pub fn loss_and_grad(&self, x: &Tensor) -> (Tensor, Tensor) {

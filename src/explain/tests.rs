@@ -68,7 +68,7 @@ fn integrated_gradients_are_complete() {
 
 #[test]
 fn grad_stops_each_pair_at_the_tolerance() {
-    let (config, arch, weights) = setup(2);
+    let (_, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
     let objective = Objective { model: &model, target: 0.05 };
     let x = inputs(&arch, 3, 2) * 0.1;

@@ -81,17 +81,6 @@ impl Architecture {
     pub fn numel(&self) -> i64 {
         self.params.iter().map(ParamSpec::numel).sum()
     }
-
-    /// Multiply-adds of one member's forward pass on one signal (for GFLOP/s figures).
-    pub fn forward_macs(&self) -> i64 {
-        let mut t = self.length;
-        let mut macs = 0;
-        for spec in &self.params[..4] {
-            macs += spec.numel() * t;
-            t /= 2;
-        }
-        macs + self.params[4].numel() + self.params[5].numel()
-    }
 }
 
 /// How the packed convolutions are computed; both give the same numbers (up to rounding).

@@ -52,7 +52,7 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     let panel = |i: usize, title: String| SignalPanel {
         title,
         ideal: &truth.ideal[i * per..(i + 1) * per],
-        perturbed: &truth.perturbed[i * per..(i + 1) * per],
+        perturbed: truth.signal(i),
         bumps: &bumps[i],
         attribution: None,
         spread: None,
@@ -68,7 +68,7 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
         for &i in &examples {
             let single = arrays.members.as_ref().map(|m| row(m, i));
             let (agra, spread) = (row(&arrays.ensemble, i), row(&arrays.std, i));
-            let recon = |a: &[f32]| -> Vec<f32> { truth.perturbed[i * per..(i + 1) * per].iter().zip(a).map(|(x, a)| x - a).collect() };
+            let recon = |a: &[f32]| -> Vec<f32> { truth.signal(i).iter().zip(a).map(|(x, a)| x - a).collect() };
             let (r_single, r_agra) = (single.as_deref().map(recon), recon(&agra));
             let mut panels = Vec::new();
             if let Some(s) = &single {

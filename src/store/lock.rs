@@ -5,13 +5,12 @@ use crate::error::UsageError;
 use anyhow::{Context, Result};
 use std::fs::TryLockError;
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Held until dropped.
 #[derive(Debug)]
 pub struct Lock {
     file: File,
-    path: PathBuf,
 }
 
 impl Lock {
@@ -20,7 +19,7 @@ impl Lock {
     pub fn try_acquire(path: &Path, what: &str) -> Result<Lock> {
         let file = open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Lock { file, path: path.to_path_buf() }),
+            Ok(()) => Ok(Lock { file }),
             Err(TryLockError::WouldBlock) => Err(UsageError::new(format!(
                 "{what} is in use by another agra process (lock {})",
                 path.display()
@@ -34,11 +33,7 @@ impl Lock {
     pub fn acquire(path: &Path) -> Result<Lock> {
         let file = open(path)?;
         file.lock().with_context(|| format!("locking {}", path.display()))?;
-        Ok(Lock { file, path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Lock { file })
     }
 }
 

@@ -29,6 +29,16 @@ element!(f64, "<f8");
 element!(i64, "<i8");
 element!(u8, "|u1");
 
+impl Element for bool {
+    const DESCR: &'static str = "|b1";
+    fn to_le(self, out: &mut Vec<u8>) {
+        out.push(self as u8);
+    }
+    fn from_le(bytes: &[u8]) -> Self {
+        bytes[0] != 0
+    }
+}
+
 pub fn to_bytes<T: Element>(shape: &[usize], data: &[T]) -> Result<Vec<u8>> {
     let numel: usize = shape.iter().product();
     if numel != data.len() {

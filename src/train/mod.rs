@@ -25,6 +25,7 @@ use tch::Tensor;
 /// Read-only inputs every worker shares.
 pub struct TrainContext {
     pub config: Config,
+    /// `Config::train_hash`, the fingerprint checkpoints carry.
     pub config_hash: String,
     pub arch: Architecture,
     pub run: RunDir,
@@ -37,7 +38,7 @@ impl TrainContext {
         let config = run.config.clone();
         Ok(TrainContext {
             arch: Architecture::new(&config.model, config.data.dims, config.data.length),
-            config_hash: config.hash(),
+            config_hash: config.train_hash(),
             train: data::io::read_split(&run.split_path("train"))?,
             test: data::io::read_split(&run.split_path("test"))?,
             run: run.clone(),
@@ -144,7 +145,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     let device_bars: Vec<_> = devices.workers.iter().map(|w| ui.bar(&w.name(), cfg.epochs as u64)).collect();
     let mut interrupted = false;
     while !todo.is_empty() && !interrupted {
-        let size = args.pack.unwrap_or_else(|| default_pack(devices, todo.len()));
+        let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, todo.len()));
         let keyed: Vec<(usize, usize)> = todo.iter().enumerate().map(|(i, m)| (i, m.epoch())).collect();
         let jobs: Vec<Vec<MemberStart>> = farm::packs(&keyed, size)
             .into_iter()
@@ -199,15 +200,6 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     Ok(summary)
 }
 
-/// CPU: packs small enough that a pack's activations stay in cache; CUDA: everything at once.
-fn default_pack(devices: &Devices, todo: usize) -> usize {
-    if devices.has_cuda() {
-        todo.div_ceil(devices.workers.len()).clamp(1, 128)
-    } else {
-        todo.div_ceil(devices.workers.len()).clamp(1, 10)
-    }
-}
-
 const FAILED: &str = "failed.json";
 
 fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
@@ -224,7 +216,7 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
     if dir.join(FAILED).exists() {
         return Ok(("failed".into(), None));
     }
-    let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.hash())?;
+    let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash())?;
     let state = match &ckpt {
         Some(c) if c.header.epoch >= run.config.train.epochs => "finished",
         Some(_) => "in_progress",

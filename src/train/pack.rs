@@ -81,6 +81,7 @@ pub fn train_pack(
                 poison(&model, i as i64);
             }
         }
+        adam.params.lr = learning_rate(cfg, epoch);
         let plan = epoch_plan(&seeds, epoch, n, arch.hidden as usize, arch.dropout);
         let order = Tensor::from_slice(&plan.order).to_device(device);
         let masks = Tensor::from_slice(&plan.masks).to_device(device).view([p, n as i64, arch.hidden]);
@@ -157,6 +158,19 @@ pub fn train_pack(
         .filter_map(|(m, at)| at.map(|epoch| (m, epoch)))
         .collect();
     Ok(outcome)
+}
+
+/// The epoch's learning rate: constant, then a linear decay to `lr * lr_final` over the last
+/// `lr_decay_epochs` epochs. Adam at a fixed 1e-3 keeps test MSE jumping by +/-30% from epoch to
+/// epoch at the end; annealing lets every member settle. A function of the epoch alone, so a
+/// resumed run takes the same steps.
+pub fn learning_rate(cfg: &crate::config::TrainConfig, epoch: usize) -> f64 {
+    let start = cfg.epochs.saturating_sub(cfg.lr_decay_epochs);
+    if epoch < start || cfg.lr_decay_epochs == 0 {
+        return cfg.lr;
+    }
+    let progress = (epoch - start + 1) as f64 / cfg.lr_decay_epochs as f64;
+    cfg.lr * (1.0 - progress * (1.0 - cfg.lr_final))
 }
 
 /// Test MSE per member, in chunks so memory stays bounded whatever the split size.

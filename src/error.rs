@@ -7,8 +7,11 @@ use std::fmt;
 pub struct UsageError(String);
 
 impl UsageError {
+    /// Messages are kept to one line (parsers' multi-line messages are joined with "; ").
     pub fn new(message: impl Into<String>) -> Self {
-        UsageError(message.into())
+        let message: String = message.into();
+        let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        UsageError(lines.join("; "))
     }
 }
 

@@ -58,7 +58,7 @@ fn run() -> Result<()> {
     let run = RunDir::open(&root, &config)?;
     match cli.command {
         Command::Data(args) => emit(g, "data", &data::run(&run, &args, &ui)?),
-        Command::Train(args) => emit(g, "train", &train::run(&run, &devices, &args, &ui)?),
+        Command::Train(args) => train_stage(g, &run, &devices, &args, &ui),
         Command::Explain(args) => emit(g, "explain", &explain::run(&run, &devices, &args, &ui)?),
         Command::Evaluate => emit(g, "evaluate", &metrics::run(&run, &devices, &ui)?),
         Command::Report => emit(g, "report", &report::run(&run, &ui)?),
@@ -93,7 +93,7 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
         emit(g, "data", &data::run(run, &cli::DataArgs::default(), ui)?)?;
     }
     if !skip(Stage::Train)? {
-        emit(g, "train", &train::run(run, devices, &args.train, ui)?)?;
+        train_stage(g, run, devices, &args.train, ui)?;
     }
     if !skip(Stage::Explain)? {
         emit(g, "explain", &explain::run(run, devices, &args.explain(), ui)?)?;
@@ -109,6 +109,16 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
         println!("{}", serde_json::json!({"stage": "run", "seconds": seconds, "run_dir": run.root()}));
     } else if !g.quiet {
         println!("run: all stages complete in {seconds:.1} s; report at {}", run.report_dir().join("report.md").display());
+    }
+    Ok(())
+}
+
+/// Training, whose failed members change the exit code once the summary is out.
+fn train_stage(g: &Global, run: &RunDir, devices: &Devices, args: &cli::TrainArgs, ui: &Progress) -> Result<()> {
+    let summary = train::run(run, devices, args, ui)?;
+    emit(g, "train", &summary)?;
+    if !summary.failed.is_empty() {
+        anyhow::bail!("members {:?} failed (see members/*/failed.json); the others are finished", summary.failed);
     }
     Ok(())
 }

@@ -8,14 +8,21 @@ use std::time::{Duration, Instant};
 
 const LONG: &[&str] = &["--set", "train.epochs=8", "--set", "train.members=3"];
 
-fn reference(dir: &std::path::Path) -> std::collections::BTreeMap<u64, String> {
+/// Long enough that a dozen kills land before the run can finish.
+const LONGER: &[&str] = &["--set", "train.epochs=300", "--set", "train.members=3"];
+
+fn reference_with(dir: &std::path::Path, sets: &[&str]) -> std::collections::BTreeMap<u64, String> {
     let path = dir.join("reference");
-    ok(&path, &[LONG, &["train"]].concat());
+    ok(&path, &[sets, &["train"]].concat());
     weight_hashes(&path)
 }
 
-fn spawn_train(dir: &std::path::Path) -> std::process::Child {
-    agra().arg("--run-dir").arg(dir).args(TINY).args(LONG).arg("train").spawn().unwrap()
+fn reference(dir: &std::path::Path) -> std::collections::BTreeMap<u64, String> {
+    reference_with(dir, LONG)
+}
+
+fn spawn_train(dir: &std::path::Path, sets: &[&str]) -> std::process::Child {
+    agra().arg("--run-dir").arg(dir).args(TINY).args(sets).arg("train").spawn().unwrap()
 }
 
 #[test]
@@ -23,7 +30,7 @@ fn a_signal_checkpoints_exits_3_and_the_resumed_run_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let expected = reference(dir.path());
     let run_dir = dir.path().join("run");
-    let mut child = spawn_train(&run_dir);
+    let mut child = spawn_train(&run_dir, LONG);
     // Wait for the first checkpoint, then ask politely.
     let started = Instant::now();
     while !run_dir.join("members/m0000").read_dir().map(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().starts_with("epoch-"))).unwrap_or(false) {
@@ -48,7 +55,7 @@ fn a_signal_checkpoints_exits_3_and_the_resumed_run_is_bit_identical() {
 #[test]
 fn kill_9_at_random_moments_then_resume_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
-    let expected = reference(dir.path());
+    let expected = reference_with(dir.path(), LONGER);
     let run_dir = dir.path().join("run");
     // Deterministic "random" moments spread over a run's length, start-up included.
     let mut state = 0x2545_f491_u64;
@@ -61,7 +68,7 @@ fn kill_9_at_random_moments_then_resume_is_bit_identical() {
         state ^= state >> 7;
         state ^= state << 17;
         let delay = Duration::from_millis(150 + state % 900);
-        let mut child = spawn_train(&run_dir);
+        let mut child = spawn_train(&run_dir, LONGER);
         std::thread::sleep(delay);
         match child.try_wait().unwrap() {
             Some(status) => {
@@ -76,7 +83,7 @@ fn kill_9_at_random_moments_then_resume_is_bit_identical() {
         }
     }
     assert!(kills >= 10, "only {kills} kills landed before training finished");
-    ok(&run_dir, &[LONG, &["train"]].concat());
+    ok(&run_dir, &[LONGER, &["train"]].concat());
     assert_eq!(weight_hashes(&run_dir), expected);
 }
 

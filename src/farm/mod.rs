@@ -46,22 +46,6 @@ pub fn default_pack(devices: &Devices, members: usize) -> usize {
     members.div_ceil(devices.workers.len()).clamp(1, cap)
 }
 
-/// Cuts members into packs of at most `size`, keeping members that resume from different
-/// epochs apart: a pack shares one step counter and one epoch loop.
-pub fn packs<T: Clone>(members: &[(usize, T)], size: usize) -> Vec<Vec<(usize, T)>>
-where
-    T: PartialEq,
-{
-    let mut groups: Vec<Vec<(usize, T)>> = Vec::new();
-    for item in members {
-        match groups.iter_mut().find(|g| g[0].1 == item.1 && g.len() < size.max(1)) {
-            Some(group) => group.push(item.clone()),
-            None => groups.push(vec![item.clone()]),
-        }
-    }
-    groups
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,12 +68,5 @@ mod tests {
             let owners = (0..n).filter(|&i| Shard { index: i, count: n }.owns(m)).count();
             assert_eq!(owners, 1);
         }
-    }
-
-    #[test]
-    fn packs_respect_size_and_keep_epochs_apart() {
-        let members: Vec<(usize, usize)> = vec![(0, 0), (1, 0), (2, 5), (3, 0), (4, 5), (5, 0)];
-        let packs = packs(&members, 2);
-        assert_eq!(packs, vec![vec![(0, 0), (1, 0)], vec![(2, 5), (4, 5)], vec![(3, 0), (5, 0)]]);
     }
 }

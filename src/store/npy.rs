@@ -61,6 +61,7 @@ pub fn to_bytes<T: Element>(shape: &[usize], data: &[T]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+#[cfg(test)]
 pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
     super::write_atomic(path, &to_bytes(shape, data)?)
 }

@@ -120,37 +120,33 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
         .collect::<Result<Vec<_>>>()?;
     run.stage_started(Stage::Train, &devices.names())?;
 
+    // Packs are fixed chunks of member indices, so an interrupted run regroups exactly as it
+    // did before and resumes bit for bit (a member's rounding depends on its pack's size).
+    let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, owned.len()));
+    let (failed_before, active): (Vec<usize>, Vec<usize>) = owned.iter().partition(|&&m| run.member_dir(m).join(FAILED).exists());
+    let mut failed = failed_before;
     let mut finished = Vec::new();
-    let mut failed = Vec::new();
-    let mut todo = Vec::new();
-    for &m in &owned {
-        let dir = run.member_dir(m);
-        if dir.join(FAILED).exists() {
-            failed.push(m);
-            continue;
+    let mut first_jobs = Vec::new();
+    for chunk in active.chunks(size) {
+        let mut saved = Vec::new();
+        for &m in chunk {
+            let (all, damaged) = checkpoint::load_all(&run.member_dir(m), &ctx.arch, &ctx.config_hash)?;
+            for message in damaged {
+                ui.warn(&format!("member {m}: {message}"));
+            }
+            saved.push(all);
         }
-        let (ckpt, damaged) = checkpoint::load_latest(&dir, &ctx.arch, &ctx.config_hash)?;
-        for message in damaged {
-            ui.warn(&format!("member {m}: {message}"));
-        }
-        match ckpt {
-            Some(c) if c.header.epoch >= cfg.epochs => finished.push(c),
-            Some(c) => todo.push(MemberStart { member: m, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) }),
-            None => todo.push(MemberStart::fresh(&ctx.config, m, 0)),
+        match resume_epoch(&saved) {
+            epoch if epoch >= cfg.epochs => finished.extend(saved.into_iter().filter_map(|all| all.into_iter().next())),
+            epoch => first_jobs.push(chunk.iter().zip(saved).map(|(&m, all)| start_at(&ctx.config, m, all, epoch)).collect()),
         }
     }
-
     let overall = ui.bar("members", owned.len() as u64);
     overall.set_position(finished.len() as u64);
     let device_bars: Vec<_> = devices.workers.iter().map(|w| ui.bar(&w.name(), cfg.epochs as u64)).collect();
     let mut interrupted = false;
-    while !todo.is_empty() && !interrupted {
-        let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, todo.len()));
-        let keyed: Vec<(usize, usize)> = todo.iter().enumerate().map(|(i, m)| (i, m.epoch())).collect();
-        let jobs: Vec<Vec<MemberStart>> = farm::packs(&keyed, size)
-            .into_iter()
-            .map(|pack| pack.into_iter().map(|(i, _)| todo[i].clone()).collect())
-            .collect();
+    let mut jobs: Vec<Vec<MemberStart>> = first_jobs;
+    while !jobs.is_empty() && !interrupted {
         let results = farm::run_queue(&devices.workers, jobs, |worker, pack| {
             let slot = devices.workers.iter().position(|w| std::ptr::eq(w, worker)).unwrap_or(0);
             let bar = &device_bars[slot];
@@ -164,7 +160,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
             };
             pack::train_pack(&ctx, worker, pack, &on_epoch)
         });
-        todo.clear();
+        let mut retries = Vec::new();
         for result in results {
             let outcome = result?;
             interrupted |= outcome.interrupted;
@@ -177,7 +173,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
                         "member {m}: loss not finite at epoch {epoch} (seed {}); retrying with sub-seed {}",
                         start.seed, retry.seed
                     ));
-                    todo.push(retry);
+                    retries.push(retry);
                 } else {
                     ui.warn(&format!("member {m}: loss not finite at epoch {epoch}; marked failed"));
                     mark_failed(&run.member_dir(m), &start, epoch)?;
@@ -186,6 +182,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
             }
         }
         interrupted |= crate::farm::signals::stop_requested();
+        jobs = retries.chunks(size).map(<[MemberStart]>::to_vec).collect();
     }
     for bar in device_bars.iter().chain([&overall]) {
         bar.finish_and_clear();
@@ -208,6 +205,27 @@ fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
         "epoch": epoch, "reason": "loss not finite",
     });
     crate::store::write_atomic(&dir.join(FAILED), record.to_string().as_bytes())
+}
+
+/// The epoch a chunk resumes from: the newest one at which every member has a good checkpoint
+/// (0: start fresh). A kill during a pack's checkpoint writes can leave members one
+/// checkpoint apart; the newer ones then redo that stretch, which reproduces it exactly.
+fn resume_epoch(saved: &[Vec<Checkpoint>]) -> usize {
+    let Some(first) = saved.first() else { return 0 };
+    first
+        .iter()
+        .map(|c| c.header.epoch)
+        .filter(|&e| saved.iter().all(|all| all.iter().any(|c| c.header.epoch == e)))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A member's start at `epoch`, from its checkpoint there (or fresh at 0).
+fn start_at(config: &Config, member: usize, saved: Vec<Checkpoint>, epoch: usize) -> MemberStart {
+    match saved.into_iter().find(|c| c.header.epoch == epoch) {
+        Some(c) => MemberStart { member, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) },
+        None => MemberStart::fresh(config, member, 0),
+    }
 }
 
 /// Whether a member has finished, failed, is in progress or missing, for `status`.

@@ -23,7 +23,7 @@ fn train(ctx: &TrainContext, members: &[usize]) -> Vec<Checkpoint> {
 /// relative after 2 epochs.
 #[test]
 fn a_member_trains_the_same_in_a_pack_of_eight_as_alone() {
-    let (_dir, ctx) = context(&["train.epochs=2", "train.members=8"]);
+    let (_dir, ctx) = context(&["train.epochs=2", "train.lr_decay_epochs=0", "train.members=8"]);
     let packed = train(&ctx, &(0..8).collect::<Vec<_>>());
     for m in [0usize, 5] {
         let alone = train(&ctx, &[m]);

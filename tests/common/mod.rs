@@ -61,3 +61,21 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// Member m's final weights, read from its newest checkpoint with the safetensors crate.
+pub fn member_weights(dir: &Path, member: usize) -> Vec<f32> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(format!("members/m{member:04}")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("epoch-"))
+        .collect();
+    files.sort();
+    let bytes = std::fs::read(files.last().unwrap()).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = tensors.names().into_iter().filter(|n| n.starts_with("w.")).cloned().collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| tensors.tensor(n).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>())
+        .collect()
+}

@@ -99,6 +99,19 @@ pub fn load_latest(dir: &Path, arch: &Architecture, config_hash: &str) -> Result
     Ok((None, damaged))
 }
 
+/// Every kept checkpoint that verifies, newest first, and a message for each that did not.
+pub fn load_all(dir: &Path, arch: &Architecture, config_hash: &str) -> Result<(Vec<Checkpoint>, Vec<String>)> {
+    let mut good = Vec::new();
+    let mut damaged = Vec::new();
+    for path in list(dir)? {
+        match load(&path, arch, config_hash) {
+            Ok(ckpt) => good.push(ckpt),
+            Err(e) => damaged.push(format!("{}: {e:#}; falling back", path.display())),
+        }
+    }
+    Ok((good, damaged))
+}
+
 /// Checkpoint files of a member, newest first.
 fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {

@@ -1,0 +1,56 @@
+"""Turns scripts/bench/run's JSON lines into the Markdown table of docs/BENCHMARKS.md, with
+ratios and achieved GFLOP/s against a matmul peak measured now, on the same machine."""
+import json
+import sys
+import time
+
+import torch
+
+# The paper network, one member, T = 256: multiply-adds of one forward pass on one signal.
+LAYERS = [(16, 2, 256), (32, 16, 128), (32, 32, 64), (32, 32, 32)]
+FORWARD_MACS = sum(co * ci * 5 * t for co, ci, t in LAYERS) + 512 * 64 + 64
+# Training: forward + backward (about 2x forward) on 750 signals, plus the test forward on 250.
+TRAIN_FLOP_PER_MEMBER_EPOCH = 2 * FORWARD_MACS * (3 * 750 + 250)
+
+
+def peak_gflops(device):
+    n = 2048
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def main():
+    rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
+    device = sys.argv[2]
+    peak = peak_gflops(device)
+    packed = rows["packed"]["ms_per_member_epoch"]
+    print(f"| trainer | ms per member-epoch | agra packed is faster by | GFLOP/s (peak {peak:.0f}) |")
+    print("|---|---|---|---|")
+    for name, label in [("packed", "(a) agra packed"), ("single", "(b) agra, one member at a time"),
+                        ("torch_sequential", "(c) PyTorch sequential"), ("torch_vmap", "(d) PyTorch vmap"),
+                        ("torch_packed", "(e) PyTorch, agra's packed layout")]:
+        ms = rows[name]["ms_per_member_epoch"]
+        gflops = TRAIN_FLOP_PER_MEMBER_EPOCH / (ms / 1000) / 1e9
+        print(f"| {label} | {ms:.1f} | {ms / packed:.2f}x | {gflops:.1f} |")
+    print()
+    print("| explain method | agra packed (grad evals/s) | same code, one member and one signal at a time | ratio |")
+    print("|---|---|---|---|")
+    for method, rate in rows["explain_packed"]["rates"].items():
+        naive = rows["explain_naive"]["rates"][method]
+        print(f"| {method} | {rate:.0f} | {naive:.0f} | {rate / naive:.1f}x |")
+    loop = rows["torch_explain_loop"]["rate"]
+    print(f"\nPyTorch per-member, per-signal saliency loop (Captum-like): {loop:.0f} grad evals/s.")
+
+
+if __name__ == "__main__":
+    main()

@@ -34,7 +34,7 @@ cp "$W/paper/report/report.md" "$OUT/report.md" 2>/dev/null
 cp "$W/paper/evaluate/metrics.json" "$OUT/metrics.json" 2>/dev/null
 
 log "agra one member at a time on cuda:0 (pack 1, 4 members, 5 epochs)"
-"$AGRA" --run-dir "$W/single" --preset paper --devices cuda:0 --set train.members=4 --set train.epochs=5 --json train --pack 1 | tee "$OUT/agra-pack1.json"
+"$AGRA" --run-dir "$W/single" --preset paper --devices cuda:0 --set train.members=4 --set train.epochs=5 --set train.lr_decay_epochs=0 --json train --pack 1 | tee "$OUT/agra-pack1.json"
 
 DATA="$W/paper/data/train.safetensors"
 EVAL="$W/paper/data/test.safetensors"

@@ -109,7 +109,7 @@ pub fn check(c: &Config) -> Result<()> {
     let v = &c.evaluate;
     positive("evaluate.random_orders", v.random_orders)?;
     limit("evaluate.random_orders", v.random_orders, 10_000)?;
-    limit("evaluate.sanity_members", v.sanity_members, t.members)?;
+    limit("evaluate.sanity_members", v.sanity_members, 10_000)?;
     let explained = match e.split.as_str() {
         "train" => d.train,
         "test" => d.test,

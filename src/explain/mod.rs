@@ -111,6 +111,9 @@ pub fn explain_pack(
     max_batch: usize,
 ) -> Result<PackResult> {
     let device = worker.device;
+    // The descent's shapes shrink as pairs converge; cuDNN's benchmark mode would time its
+    // algorithms again for every new shape (it made explain 20x slower on an H100).
+    tch::Cuda::cudnn_set_benchmark(false);
     let vectors: Vec<Tensor> = weights.iter().map(|(_, _, w)| w.shallow_clone()).collect();
     let model = PackedCnn::from_members(arch, &vectors, device);
     let _ = model.flat.detach().set_requires_grad(false);

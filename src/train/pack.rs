@@ -5,9 +5,10 @@ use super::plan::epoch_plan;
 use super::{MemberStart, TrainContext};
 use crate::farm::{signals, Worker};
 use crate::model::adam::{Adam, Params};
-use crate::model::{PackedCnn};
+use crate::model::PackedCnn;
 use crate::store::checkpoint::{self, Checkpoint, EpochLog, Header};
 use anyhow::Result;
+use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// What became of a pack's members.
@@ -49,6 +50,10 @@ pub fn train_pack(
     on_epoch: &(dyn Fn(&[usize], usize, f64) + Sync),
 ) -> Result<PackOutcome> {
     let device = worker.device;
+    // Training repeats a few shapes thousands of times: let cuDNN time its algorithms once.
+    // (Explain turns this off: its shapes change as pairs converge, and each new shape would
+    // be timed again.)
+    tch::Cuda::cudnn_set_benchmark(device.is_cuda());
     let cfg = &ctx.config.train;
     let arch = &ctx.arch;
     let p = members.len() as i64;
@@ -75,6 +80,8 @@ pub fn train_pack(
     let dims_t = [arch.dims, arch.length];
 
     let inject = injected_nan();
+    let mut plan = epoch_plan(&seeds, start_epoch, n, arch.hidden as usize, arch.dropout);
+    let mut writing: Option<std::thread::JoinHandle<Result<()>>> = None;
     for epoch in start_epoch..cfg.epochs {
         for (i, m) in members.iter().enumerate() {
             if inject == Some((m.member, epoch)) && m.attempt == 0 {
@@ -82,7 +89,6 @@ pub fn train_pack(
             }
         }
         adam.params.lr = learning_rate(cfg, epoch);
-        let plan = epoch_plan(&seeds, epoch, n, arch.hidden as usize, arch.dropout);
         let order = Tensor::from_slice(&plan.order).to_device(device);
         let masks = Tensor::from_slice(&plan.masks).to_device(device).view([p, n as i64, arch.hidden]);
         let mut sse = Tensor::zeros([p], (Kind::Float, device));
@@ -103,8 +109,14 @@ pub fn train_pack(
             adam.step(&mut model.flat);
             sse += sq.detach().sum_dim_intlist(1, false, Kind::Float);
         }
+        let test_sse = test_sse(&model, &data.test_x, &data.test_y);
+        // The device is still working through the queued steps: draw the next epoch's plan
+        // on the host meanwhile, before the read-backs below wait for it.
+        if epoch + 1 < cfg.epochs {
+            plan = epoch_plan(&seeds, epoch + 1, n, arch.hidden as usize, arch.dropout);
+        }
         let train_mse: Vec<f32> = Vec::try_from(&(sse / n as f64).to_device(Device::Cpu))?;
-        let test_mse = evaluate(&model, &data.test_x, &data.test_y)?;
+        let test_mse = per_signal(test_sse, data.test_x.size()[0])?;
         for (i, history) in histories.iter_mut().enumerate() {
             let log = EpochLog { epoch: epoch + 1, train_mse: train_mse[i] as f64, test_mse: test_mse[i] };
             if diverged_at[i].is_none() && !(log.train_mse.is_finite() && log.test_mse.is_finite()) {
@@ -118,11 +130,17 @@ pub fn train_pack(
         let done = epoch + 1 == cfg.epochs;
         let stop = signals::stop_requested();
         if done || stop || (epoch + 1) % cfg.checkpoint_every == 0 {
+            // Three copies to the host, then per-member slices there: slicing on the device
+            // would cost a synchronising copy per member and tensor.
+            let host = |t: &Tensor| t.detach().to_device(Device::Cpu);
+            let (flat, m1, m2) = (host(&model.flat), host(&adam.m), host(&adam.v));
+            let mut ckpts = Vec::new();
             for (i, member) in members.iter().enumerate() {
                 if diverged_at[i].is_some() {
                     continue;
                 }
-                let ckpt = Checkpoint {
+                let slot = i as i64;
+                ckpts.push(Checkpoint {
                     header: Header {
                         member: member.member,
                         seed: member.seed,
@@ -132,16 +150,32 @@ pub fn train_pack(
                         config_hash: ctx.config_hash.clone(),
                         history: histories[i].clone(),
                     },
-                    weights: Vec::try_from(&model.member_vector(&model.flat.detach(), i as i64).to_device(Device::Cpu))?,
-                    adam_m: Vec::try_from(&model.member_vector(&adam.m, i as i64).to_device(Device::Cpu))?,
-                    adam_v: Vec::try_from(&model.member_vector(&adam.v, i as i64).to_device(Device::Cpu))?,
-                };
-                let dir = ctx.run.member_dir(member.member);
-                checkpoint::save(&dir, arch, &ckpt)?;
-                super::write_metrics(&dir, &ckpt.header.history)?;
+                    weights: Vec::try_from(&model.member_vector(&flat, slot))?,
+                    adam_m: Vec::try_from(&model.member_vector(&m1, slot))?,
+                    adam_v: Vec::try_from(&model.member_vector(&m2, slot))?,
+                });
+            }
+            // Written in parallel (each write ends in an fsync) and, between checkpoints, in the
+            // background while training goes on; the last and an interrupted one are waited for.
+            if let Some(previous) = writing.take() {
+                previous.join().map_err(|_| anyhow::anyhow!("checkpoint writer panicked"))??;
+            }
+            let dirs: Vec<_> = ckpts.iter().map(|c| ctx.run.member_dir(c.header.member)).collect();
+            let arch_owned = arch.clone();
+            let write = move |ckpts: Vec<Checkpoint>| -> Result<Vec<Checkpoint>> {
+                ckpts.par_iter().zip(&dirs).try_for_each(|(ckpt, dir)| -> Result<()> {
+                    checkpoint::save(dir, &arch_owned, ckpt)?;
+                    super::write_metrics(dir, &ckpt.header.history)
+                })?;
+                Ok(ckpts)
+            };
+            if done || stop {
+                let written = write(ckpts)?;
                 if done {
-                    outcome.finished.push(ckpt);
+                    outcome.finished.extend(written);
                 }
+            } else {
+                writing = Some(std::thread::spawn(move || write(ckpts).map(|_| ())));
             }
             if stop && !done {
                 outcome.interrupted = true;
@@ -151,6 +185,9 @@ pub fn train_pack(
         if diverged_at.iter().all(Option::is_some) {
             break;
         }
+    }
+    if let Some(previous) = writing.take() {
+        previous.join().map_err(|_| anyhow::anyhow!("checkpoint writer panicked"))??;
     }
     outcome.diverged = members
         .into_iter()
@@ -173,8 +210,9 @@ pub fn learning_rate(cfg: &crate::config::TrainConfig, epoch: usize) -> f64 {
     cfg.lr * (1.0 - progress * (1.0 - cfg.lr_final))
 }
 
-/// Test MSE per member, in chunks so memory stays bounded whatever the split size.
-pub fn evaluate(model: &PackedCnn, x: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
+/// Test squared-error sums per member [P], on the device, in chunks so memory stays bounded
+/// whatever the split size.
+fn test_sse(model: &PackedCnn, x: &Tensor, y: &Tensor) -> Tensor {
     let p = model.members;
     let n = x.size()[0];
     let chunk = 256;
@@ -188,6 +226,11 @@ pub fn evaluate(model: &PackedCnn, x: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
             sse += err.square().sum_dim_intlist(1, false, Kind::Float);
         }
     });
+    sse
+}
+
+/// Sums [P] on the device -> means per member on the host.
+fn per_signal(sse: Tensor, n: i64) -> Result<Vec<f64>> {
     let sse: Vec<f32> = Vec::try_from(&sse.to_device(Device::Cpu))?;
     Ok(sse.into_iter().map(|s| s as f64 / n as f64).collect())
 }

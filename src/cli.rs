@@ -34,7 +34,8 @@ pub struct Global {
     /// Override one key, e.g. --set train.epochs=5 (repeatable, applied last).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Workers: auto (every CUDA device, else cpu), cpu, or a list such as cuda:0,cuda:1 or cpu,cpu.
+    /// Workers: auto (every CUDA device, else one single-threaded CPU worker per core), cpu (one
+    /// worker, all cores), or a list such as cuda:0,cuda:1 or cpu,cpu.
     #[arg(long, global = true, default_value = "auto", value_name = "LIST")]
     pub devices: String,
     /// No progress bars or summaries.

@@ -31,6 +31,7 @@ fn agra_run_produces_every_output_and_a_second_run_skips_everything() {
     for stage in ["data", "train", "explain", "evaluate", "report"] {
         assert_eq!(status["stages"][stage], "complete");
     }
+    check_against_numpy(&run_dir);
     let before = snapshot(&run_dir.join("members"));
     let again = agra().arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "--devices", "cpu", "run"]).output().unwrap();
     assert!(again.status.success());
@@ -80,4 +81,31 @@ fn data_export_writes_npy_for_python() {
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(summary["train"], 64);
     assert!(dir.path().join("data/npy").read_dir().unwrap().count() >= 6);
+}
+
+/// The evaluation agrees with numpy and scipy recomputing it from the exported arrays
+/// (scripts/check_evaluation.py), which also proves the exports load in Python.
+fn check_against_numpy(run_dir: &std::path::Path) {
+    let Some(python) = option_env!("AGRA_PYTHON") else {
+        eprintln!("skipped: AGRA_PYTHON is not set (run scripts/setup)");
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_evaluation.py");
+    let out = std::process::Command::new(python).arg(script).arg(run_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let numpy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("evaluate/metrics.json")).unwrap()).unwrap();
+    let mut compared = 0;
+    for row in ours["rows"].as_array().unwrap().iter().filter(|r| r["variant"] == "agra") {
+        let method = row["method"].as_str().unwrap();
+        for (metric, theirs) in numpy[method].as_object().unwrap() {
+            let mine = row["metrics"][metric]["mean"].as_f64();
+            match (mine, theirs.as_f64()) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-5 * b.abs().max(1e-3), "{method} {metric}: {a} vs {b}"),
+                (a, b) => assert_eq!(a.is_some(), b.is_some(), "{method} {metric}"),
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 9, "5 unsigned Pearson, and signed Pearson and MSE of grad and smoothgrad");
 }

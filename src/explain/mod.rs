@@ -112,11 +112,12 @@ pub fn explain_pack(
 ) -> Result<PackResult> {
     let device = worker.device;
     // The descent's shapes shrink as pairs converge; cuDNN's benchmark mode would time its
-    // algorithms again for every new shape (it made explain 20x slower on an H100).
+    // algorithms again for every new shape (it made explain 35x slower on an H100).
     tch::Cuda::cudnn_set_benchmark(false);
     let vectors: Vec<Tensor> = weights.iter().map(|(_, _, w)| w.shallow_clone()).collect();
-    let model = PackedCnn::from_members(arch, &vectors, device);
-    let _ = model.flat.detach().set_requires_grad(false);
+    let mut model = PackedCnn::from_members(arch, &vectors, device);
+    // Only input gradients are wanted: weights outside the graph keep autograd from tracking them.
+    model.flat = model.flat.detach();
     let objective = Objective { model: &model, target: config.data.optimal_score };
     let (s, p) = (signals.len() as i64, weights.len() as i64);
     let x = Tensor::from_slice(&signals.perturbed).view([s, 1, arch.dims, arch.length]).to_device(device);
@@ -189,6 +190,9 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     let config = &run.config;
     let arch = Architecture::new(&config.model, config.data.dims, config.data.length);
     let split = args.split.clone().unwrap_or_else(|| config.explain.split.clone());
+    // Members may have been trained elsewhere and copied in: the data is a pure function of
+    // the config, so make it here if it is missing.
+    crate::data::ensure(run, ui)?;
     let signals = load_signals(run, &split)?;
     let members = finished_members(run, &arch, args.allow_partial, ui)?;
     let _lock = run.stage_lock("explain")?;

@@ -137,3 +137,22 @@ fn the_agra_reduction_is_the_mean_over_members_whatever_the_packing() {
         assert!(((m2[j] / 5.0) as f32 - var).abs() < 1e-4 * var.max(1.0));
     }
 }
+
+#[test]
+fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
+    let (config, _, _) = setup(1);
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::open(dir.path(), &config).unwrap();
+    let manifest = serde_json::json!({
+        "method": "grad", "members": [0], "shape": [1, 1, 2, 64], "dtype": "float32", "split": "test",
+        "config_hash": config.hash(), "parameters": {}, "files": ["../../../etc/passwd"], "seconds": 0.0,
+        "gradient_evaluations": 0.0, "evaluations_per_second": 0.0, "not_converged": null,
+        "mean_iterations": null, "completeness_gap": null,
+    });
+    let folder = run.explain_dir().join("grad");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("manifest.json"), manifest.to_string()).unwrap();
+    let err = load_method(&run, "grad").err().expect("refused");
+    assert_eq!(crate::error::exit_code(&err), 2);
+    assert!(err.to_string().contains("outside"), "{err}");
+}

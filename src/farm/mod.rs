@@ -39,10 +39,10 @@ impl Shard {
 }
 
 /// Members per pack when `--pack` is not given. CUDA: every member a worker gets, in one pack
-/// (a GPU is launch-bound on such small layers, so wider is faster). CPU: at most 5, so a
+/// (a GPU is launch-bound on such small layers, so wider is faster). CPU: at most 3, so a
 /// pack's activations stay in cache (measured in docs/BENCHMARKS.md).
 pub fn default_pack(devices: &Devices, members: usize) -> usize {
-    let cap = if devices.has_cuda() { 256 } else { 5 };
+    let cap = if devices.has_cuda() { 256 } else { 3 };
     members.div_ceil(devices.workers.len()).clamp(1, cap)
 }
 

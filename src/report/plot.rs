@@ -148,6 +148,8 @@ fn row(data: &[f32], d: usize, length: usize) -> impl Iterator<Item = (f64, f64)
 
 /// Short tick/value text: "1" not "1.000", scientific only for very large or small values.
 fn fmt_num(v: f64) -> String {
+    // Ticks are computed as lo + k * step, so "zero" can arrive as -2.8e-17.
+    let v = if v.abs() < 1e-12 { 0.0 } else { v };
     if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-2) {
         return format!("{v:.2e}");
     }

@@ -100,7 +100,9 @@ impl ConvLayout {
         match std::env::var("AGRA_CONV").as_deref() {
             Ok("grouped") => ConvLayout::Grouped,
             Ok("unfold") => ConvLayout::Unfold,
-            _ if device.is_cuda() => ConvLayout::Grouped,
+            // H100, paper preset, 50 members x 80 epochs: unfold 7.3 s, grouped 11.6 s.
+            _ if device.is_cuda() => ConvLayout::Unfold,
+            // 2-core CPU, 10 members x 3 epochs: grouped 6.2-6.6 s, unfold 8.9 s.
             _ => ConvLayout::Grouped,
         }
     }

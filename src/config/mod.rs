@@ -147,7 +147,9 @@ impl Config {
     /// checkpoints carry it, so finished members can be copied into a run that only explains
     /// or evaluates differently.
     pub fn train_hash(&self) -> String {
-        fingerprint(&(self.seed, &self.data, &self.model, &self.train))
+        // How often checkpoints are written does not change a member.
+        let train = TrainConfig { checkpoint_every: 0, ..self.train.clone() };
+        fingerprint(&(self.seed, &self.data, &self.model, &train))
     }
 
     /// Member m's seed: a function of (base seed, m) only, so packing never changes it.

@@ -61,8 +61,7 @@ impl Method for Descent {
             let xl = x.index_select(0, &live); // [L, P, dims, T]
             let (loss, grad) = match (&self.smooth, &scale) {
                 (Some(sm), Some(scale)) => {
-                    let ids = PairIds { signals: ids.signals.index_select(0, &live), members: ids.members.shallow_clone() };
-                    smooth_step(objective, &xl, sm, &scale.index_select(0, &live), &ids, iter)
+                    smooth_step(objective, &xl, sm, &scale.index_select(0, &live), &ids.select(&live), iter)
                 }
                 _ => objective.loss_and_grad(&xl),
             };

@@ -22,6 +22,11 @@ impl PairIds {
     pub fn narrow(&self, start: i64, len: i64) -> PairIds {
         PairIds { signals: self.signals.narrow(0, start, len), members: self.members.shallow_clone() }
     }
+
+    /// The pairs of the signals at positions `rows` ([L] i64).
+    pub fn select(&self, rows: &Tensor) -> PairIds {
+        PairIds { signals: self.signals.index_select(0, rows), members: self.members.shallow_clone() }
+    }
 }
 
 pub struct NoiseBank {

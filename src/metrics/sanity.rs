@@ -6,12 +6,12 @@
 use super::stats;
 use crate::config::splitmix;
 use crate::data::Split;
-use crate::explain::Objective;
+use crate::config::Config;
 use crate::farm::Worker;
-use crate::model::{init, Architecture, PackedCnn};
+use crate::model::{init, Architecture};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sanity {
@@ -30,7 +30,7 @@ pub struct Sanity {
     pub passed: bool,
 }
 
-pub fn check(config: &crate::config::Config, worker: &Worker, trained: &[Vec<f32>], truth: &Split) -> Result<Option<Sanity>> {
+pub fn check(config: &Config, worker: &Worker, trained: &[Vec<f32>], truth: &Split) -> Result<Option<Sanity>> {
     let n = trained.len();
     if n < 2 {
         return Ok(None);
@@ -38,8 +38,8 @@ pub fn check(config: &crate::config::Config, worker: &Worker, trained: &[Vec<f32
     let arch = Architecture::new(&config.model, config.data.dims, config.data.length);
     let random: Vec<Tensor> = (0..n).map(|i| init::member_weights(&arch, splitmix(config.seed ^ 0xbad_5eed ^ i as u64))).collect();
     let trained: Vec<Tensor> = trained.iter().map(|w| Tensor::from_slice(w)).collect();
-    let a_trained = saliency(config, &arch, worker.device, &trained, truth)?;
-    let a_random = saliency(config, &arch, worker.device, &random, truth)?;
+    let a_trained = saliency(config, &arch, worker, &trained, truth)?;
+    let a_random = saliency(config, &arch, worker, &random, truth)?;
     let per = truth.dims * truth.length;
     let (mut tr, mut tt, mut gt_t, mut gt_r) = (vec![], vec![], vec![], vec![]);
     let magnitude = |a: &[f32]| a.iter().map(|v| v.abs()).collect::<Vec<f32>>();
@@ -66,13 +66,13 @@ pub fn check(config: &crate::config::Config, worker: &Worker, trained: &[Vec<f32
     }))
 }
 
-/// Saliency of every member on every signal: [P, S, dims, T] on the host.
-fn saliency(config: &crate::config::Config, arch: &Architecture, device: Device, weights: &[Tensor], truth: &Split) -> Result<Vec<f32>> {
-    let model = PackedCnn::from_members(arch, weights, device);
-    let objective = Objective { model: &model, target: config.data.optimal_score };
-    let (s, p) = (truth.len() as i64, weights.len() as i64);
-    let x = Tensor::from_slice(&truth.perturbed).view([s, 1, arch.dims, arch.length]).to_device(device);
-    let x0 = x.expand([s, p, arch.dims, arch.length], false).contiguous();
-    let (_, grad) = objective.loss_and_grad(&x0);
-    Ok(Vec::try_from(&grad.transpose(0, 1).contiguous().to_device(Device::Cpu).view([-1]))?)
+/// Saliency of every member on every signal, [P, S, dims, T] on the host: explain's own pack
+/// path, so the check is chunked like the explanations it checks.
+fn saliency(config: &Config, arch: &Architecture, worker: &Worker, weights: &[Tensor], truth: &Split) -> Result<Vec<f32>> {
+    let mut config = config.clone();
+    config.explain.methods = vec!["saliency".into()];
+    let job: Vec<(usize, usize, Tensor)> = weights.iter().enumerate().map(|(i, w)| (i, i, w.shallow_clone())).collect();
+    let max_batch = if worker.device.is_cuda() { 262_144 } else { 4096 };
+    let mut result = crate::explain::explain_pack(&config, arch, worker, &job, truth, max_batch)?;
+    Ok(result.methods.remove(0).1.members)
 }

@@ -54,6 +54,7 @@ pub struct ModelConfig {
     pub channels: Vec<usize>,
     pub hidden: usize,
     pub dropout: f64,
+    pub score_offset: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,7 @@ pub struct TrainConfig {
     pub lr_final: f64,
     pub checkpoint_every: usize,
     pub nan_retries: usize,
+    pub augment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,7 @@ fn each_mistake_names_its_key() {
         (&["train.lr=nan"], "train.lr"),
         (&["train.lr=inf"], "train.lr"),
         (&["model.dropout=1.0"], "model.dropout"),
+        (&["model.score_offset=nan"], "model.score_offset"),
         (&["train.beta1=1"], "train.beta1"),
         (&["data.length=100"], "multiple of 16"),
         (&["data.train=10"], "data.train + data.test"),

@@ -58,6 +58,9 @@ pub fn check(c: &Config) -> Result<()> {
     if !(m.dropout.is_finite() && (0.0..1.0).contains(&m.dropout)) {
         return bad(format!("model.dropout = {} must be in [0, 1)", m.dropout));
     }
+    if !m.score_offset.is_finite() {
+        return bad(format!("model.score_offset = {} must be a finite number", m.score_offset));
+    }
 
     let t = &c.train;
     positive("train.members", t.members)?;

@@ -2,7 +2,7 @@
 //! parameters are stacked along a member axis, so one forward/backward trains all of them.
 //!
 //! Single member: x [B, dims, T] -> 4 x (conv k, no bias -> ReLU -> max-pool 2) -> flatten
-//! -> fc1 (no bias) -> ReLU -> dropout -> fc2 (no bias) -> score [B].
+//! -> fc1 (no bias) -> ReLU -> dropout -> fc2 (no bias) -> + score_offset (a constant) -> [B].
 //!
 //! Packing: the convolutions are grouped convolutions (groups = P), the fully connected layers
 //! batched matmuls over the member axis. All parameters of the pack live in ONE flat leaf
@@ -39,6 +39,8 @@ pub struct Architecture {
     pub channels: Vec<i64>,
     pub hidden: i64,
     pub dropout: f64,
+    /// Added to every output, never trained (`model.score_offset`).
+    pub score_offset: f64,
     pub params: Vec<ParamSpec>,
 }
 
@@ -73,6 +75,7 @@ impl Architecture {
             channels,
             hidden,
             dropout: model.dropout,
+            score_offset: model.score_offset,
             params,
         }
     }
@@ -157,7 +160,12 @@ impl PackedCnn {
             z = z * mask;
         }
         // [P, B, hidden] @ [P, hidden, 1] -> [P, B, 1] -> [P, B]
-        z.bmm(&self.view_of(&self.flat, &self.arch.params[5])).squeeze_dim(-1)
+        let score = z.bmm(&self.view_of(&self.flat, &self.arch.params[5])).squeeze_dim(-1);
+        if self.arch.score_offset == 0.0 {
+            score
+        } else {
+            score + self.arch.score_offset
+        }
     }
 }
 

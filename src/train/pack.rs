@@ -1,7 +1,7 @@
 //! Training one pack on one device: P members advance together, one forward and one backward
 //! per step, with their own data order, dropout masks and Adam moments.
 
-use super::plan::epoch_plan;
+use super::plan::{epoch_plan, PlanSpec};
 use super::{MemberStart, TrainContext};
 use crate::farm::{signals, Worker};
 use crate::model::adam::{Adam, Params};
@@ -22,7 +22,9 @@ pub struct PackOutcome {
     pub interrupted: bool,
 }
 
-/// A pack's data on its device: train and test signals and scores.
+/// A pack's data on its device: train and test signals and scores. With `train.augment` the
+/// training bank holds every version of every signal (plan::VERSIONS x n), so showing a version
+/// costs nothing in the step: the plan's indices pick it.
 pub struct DeviceData {
     pub train_x: Tensor,
     pub train_y: Tensor,
@@ -34,9 +36,16 @@ impl DeviceData {
     pub fn upload(ctx: &TrainContext, device: Device) -> DeviceData {
         let shape = |n: usize| [n as i64, ctx.arch.dims, ctx.arch.length];
         let up = |v: &[f32]| Tensor::from_slice(v).to_device(device);
+        let (mut train_x, mut train_y) = (up(&ctx.train.perturbed).view(shape(ctx.train.len())), up(&ctx.train.scores));
+        if ctx.config.train.augment {
+            // Version order: as is, negated, time-reversed, both (plan::VERSIONS).
+            let reversed = train_x.flip([2]);
+            train_x = Tensor::cat(&[&train_x, &-&train_x, &reversed, &-&reversed], 0);
+            train_y = train_y.repeat([super::plan::VERSIONS as i64]);
+        }
         DeviceData {
-            train_x: up(&ctx.train.perturbed).view(shape(ctx.train.len())),
-            train_y: up(&ctx.train.scores),
+            train_x,
+            train_y,
             test_x: up(&ctx.test.perturbed).view(shape(ctx.test.len())),
             test_y: up(&ctx.test.scores),
         }
@@ -80,7 +89,8 @@ pub fn train_pack(
     let dims_t = [arch.dims, arch.length];
 
     let inject = injected_nan();
-    let mut plan = epoch_plan(&seeds, start_epoch, n, arch.hidden as usize, arch.dropout);
+    let spec = PlanSpec { samples: n, hidden: arch.hidden as usize, dropout: arch.dropout, augment: cfg.augment };
+    let mut plan = epoch_plan(&seeds, start_epoch, &spec);
     let mut writing: Option<std::thread::JoinHandle<Result<()>>> = None;
     for epoch in start_epoch..cfg.epochs {
         for (i, m) in members.iter().enumerate() {
@@ -113,7 +123,7 @@ pub fn train_pack(
         // The device is still working through the queued steps: draw the next epoch's plan
         // on the host meanwhile, before the read-backs below wait for it.
         if epoch + 1 < cfg.epochs {
-            plan = epoch_plan(&seeds, epoch + 1, n, arch.hidden as usize, arch.dropout);
+            plan = epoch_plan(&seeds, epoch + 1, &spec);
         }
         let train_mse: Vec<f32> = Vec::try_from(&(sse / n as f64).to_device(Device::Cpu))?;
         let test_mse = per_signal(test_sse, data.test_x.size()[0])?;

@@ -64,16 +64,26 @@ fn initial_weights_follow_the_seed_and_pytorch_bounds() {
     assert!(f64::try_from(conv1.abs().max()).unwrap() <= bound);
 }
 
+/// Every layout computes the same scores and the same gradients, for the weights (training)
+/// and for the input (explain).
 #[test]
-fn both_convolution_layouts_agree() {
+fn convolution_layouts_agree() {
     let a = arch();
     let members: Vec<Tensor> = (0..3).map(|s| init::member_weights(&a, 50 + s)).collect();
     let mut model = PackedCnn::from_members(&a, &members, Device::Cpu);
-    let x = Tensor::randn([4, 3 * a.dims, a.length], (Kind::Float, Device::Cpu));
-    model.layout = ConvLayout::Grouped;
-    let grouped = model.forward(&x, None);
-    model.layout = ConvLayout::Unfold;
-    let unfold = model.forward(&x, None);
-    let diff = f64::try_from((grouped - unfold).abs().max()).unwrap();
-    assert!(diff < 1e-5, "{diff}");
+    let x = Tensor::randn([4, 3 * a.dims, a.length], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let mut run = |layout| {
+        model.layout = layout;
+        let out = model.forward(&x, None);
+        let grads = Tensor::run_backward(&[out.square().sum(Kind::Float)], &[&x, &model.flat], false, false);
+        [out.detach(), grads[0].shallow_clone(), grads[1].shallow_clone()]
+    };
+    let reference = run(ConvLayout::Grouped);
+    for layout in [ConvLayout::ChannelsLast, ConvLayout::Unfold] {
+        for (got, want) in run(layout).iter().zip(&reference) {
+            let scale = f64::try_from(want.abs().max()).unwrap();
+            let diff = f64::try_from((got - want).abs().max()).unwrap();
+            assert!(diff <= 1e-5 * scale.max(1.0), "{layout:?}: {diff} of {scale}");
+        }
+    }
 }

@@ -89,7 +89,7 @@ pub struct ExplainArgs {
     /// Split to explain (overrides explain.split).
     #[arg(long, value_parser = ["train", "test", "all"])]
     pub split: Option<String>,
-    /// Most (member x signal x sample) rows in one forward/backward (default: 4096 on CPU,
+    /// Most (member x signal x sample) rows in one forward/backward (default: 256 on CPU,
     /// 262144 on CUDA; each row holds about 150 KB of activations at the paper's size).
     #[arg(long, value_name = "ROWS")]
     pub max_batch: Option<usize>,

@@ -201,7 +201,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     if args.pack == Some(0) {
         return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
     }
-    let pack = args.pack.unwrap_or_else(|| farm::default_pack(devices, members.len()));
+    let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len()));
     let jobs: Vec<Vec<(usize, usize, Tensor)>> = members
         .chunks(pack)
         .enumerate()
@@ -214,7 +214,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     }
     let bar = ui.bar("explain", jobs.len() as u64);
     let results = farm::run_queue(&devices.workers, jobs, |worker, job| {
-        let max_batch = args.max_batch.unwrap_or(if worker.device.is_cuda() { 262_144 } else { 4096 });
+        let max_batch = args.max_batch.unwrap_or_else(|| farm::default_max_batch(worker.device));
         let result = explain_pack(config, &arch, worker, &job, &signals, max_batch);
         bar.inc(1);
         result

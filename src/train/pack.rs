@@ -225,11 +225,12 @@ pub fn learning_rate(cfg: &crate::config::TrainConfig, epoch: usize) -> f64 {
 fn test_sse(model: &PackedCnn, x: &Tensor, y: &Tensor) -> Tensor {
     let p = model.members;
     let n = x.size()[0];
-    let chunk = 256;
+    // Rows (signals x members) per chunk bounded as in explain, so activations stay in cache on CPU.
+    let chunk = (crate::farm::default_max_batch(x.device()) as i64 / p).max(1);
     let mut sse = Tensor::zeros([p], (Kind::Float, x.device()));
     tch::no_grad(|| {
-        for start in (0..n).step_by(chunk) {
-            let len = chunk.min((n - start) as usize) as i64;
+        for start in (0..n).step_by(chunk as usize) {
+            let len = chunk.min(n - start);
             // [len, dims, T] -> [len, P*dims, T]: every member sees the same signals.
             let xs = x.narrow(0, start, len).repeat([1, p, 1]);
             let err = model.forward(&xs, None) - y.narrow(0, start, len).unsqueeze(0);

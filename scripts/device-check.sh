@@ -2,7 +2,7 @@
 # The GPU check, for a CUDA machine with a prebuilt agra binary and that machine's own
 # PyTorch 2.11: checks that agra sees CUDA, runs the paper preset's whole pipeline on cuda:0,
 # times the packed trainer against one member at a time and against PyTorch (sequential, vmap,
-# packed) on the same GPU, and prints every figure. Finishes well inside 5 minutes.
+# packed) on the same GPU, compares the convolution layouts, and prints every figure. Finishes well inside 5 minutes.
 #
 #   scripts/device-check.sh [OUT_DIR]      (PYTHON=... to pick the Python with torch)
 set -uo pipefail
@@ -35,6 +35,12 @@ cp "$W/paper/evaluate/metrics.json" "$OUT/metrics.json" 2>/dev/null
 
 log "agra one member at a time on cuda:0 (pack 1, 4 members, 5 epochs)"
 "$AGRA" --run-dir "$W/single" --preset paper --devices cuda:0 --set train.members=4 --set train.epochs=5 --set train.lr_decay_epochs=0 --json train --pack 1 | tee "$OUT/agra-pack1.json"
+
+log "convolution layouts on cuda:0 (paper preset training, checkpoints only at the end)"
+for conv in unfold channels-last grouped; do
+  AGRA_CONV=$conv "$AGRA" --run-dir "$W/conv-$conv" --preset paper --devices cuda:0 --set train.checkpoint_every=80 --json train \
+    | "$PY" -c "import json,sys; d=json.load(sys.stdin); print('layout $conv:', round(d['seconds'], 2), 's')" | tee -a "$OUT/layouts.txt"
+done
 
 DATA="$W/paper/data/train.safetensors"
 EVAL="$W/paper/data/test.safetensors"

@@ -4,7 +4,8 @@ same model as agra (see those scripts for the benchmark itself).
 
 One member: 4 x [Conv1d(k=5, pad=2, no bias) -> ReLU -> MaxPool1d(2)] with
 channels 2->16->32->32->32, flatten (32*T/16), Linear(.., 64, no bias) -> ReLU
--> Dropout(0.2) -> Linear(64, 1, no bias) -> squeeze.  Output: a score in [0, 10].
+-> Dropout(0.2) -> Linear(64, 1, no bias) -> squeeze, plus the constant
+SCORE_OFFSET (agra's model.score_offset).  Output: a score in [0, 10].
 """
 import torch
 import torch.nn as nn
@@ -14,6 +15,7 @@ CHANNELS = (2, 16, 32, 32, 32)
 KERNEL = 5
 HIDDEN = 64
 DROPOUT = 0.2
+SCORE_OFFSET = 10.0
 SYNTH_N, SYNTH_T, SYNTH_SEED = 750, 256, 0
 
 
@@ -34,7 +36,7 @@ class Net(nn.Module):
         for conv in self.convs:
             x = F.max_pool1d(F.relu(conv(x)), 2)
         x = self.drop(F.relu(self.fc1(x.flatten(1))))
-        return self.fc2(x).squeeze(-1)
+        return SCORE_OFFSET + self.fc2(x).squeeze(-1)
 
 
 def load_data(path=None, device="cpu", n=SYNTH_N, t=SYNTH_T, seed=SYNTH_SEED):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from net import CHANNELS, DROPOUT, KERNEL, load_data, make_members, test_metrics
+from net import CHANNELS, DROPOUT, KERNEL, SCORE_OFFSET, load_data, make_members, test_metrics
 
 LR, BETAS, EPS, BATCH = 1e-3, (0.9, 0.999), 1e-8, 32
 EVAL_CHUNK = 128
@@ -120,7 +120,7 @@ class PackedTrainer:
             h = F.max_pool1d(F.relu(F.conv1d(h, w, padding=KERNEL // 2, groups=self.m)), 2)
         h = h.reshape(h.shape[0], self.m, -1).transpose(0, 1)  # [M, B, 32*T/16]
         h = F.dropout(F.relu(torch.bmm(h, self.w1)), DROPOUT, training=train)
-        return torch.bmm(h, self.w2).squeeze(-1)
+        return SCORE_OFFSET + torch.bmm(h, self.w2).squeeze(-1)
 
     def step(self, idx):  # idx [M, B]
         b, t = idx.shape[1], self.x.shape[-1]

@@ -158,6 +158,7 @@ pub fn train_pack(
                         epoch: epoch + 1,
                         step: adam.step,
                         config_hash: ctx.config_hash.clone(),
+                        score_offset: arch.score_offset,
                         history: histories[i].clone(),
                     },
                     weights: Vec::try_from(&model.member_vector(&flat, slot))?,

@@ -31,6 +31,9 @@ pub struct Header {
     pub epoch: usize,
     pub step: i64,
     pub config_hash: String,
+    /// `model.score_offset`, so the file alone says what the network computes:
+    /// score = score_offset + net(x).
+    pub score_offset: f64,
     pub history: Vec<EpochLog>,
 }
 

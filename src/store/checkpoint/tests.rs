@@ -9,7 +9,7 @@ fn arch() -> Architecture {
 fn ckpt(arch: &Architecture, epoch: usize) -> Checkpoint {
     let n = arch.numel() as usize;
     Checkpoint {
-        header: Header { member: 3, seed: 42, attempt: 0, epoch, step: 10 * epoch as i64, config_hash: "abc".into(), history: vec![] },
+        header: Header { member: 3, seed: 42, attempt: 0, epoch, step: 10 * epoch as i64, config_hash: "abc".into(), score_offset: 10.0, history: vec![] },
         weights: (0..n).map(|i| i as f32 * 0.01 + epoch as f32).collect(),
         adam_m: vec![0.5; n],
         adam_v: vec![0.25; n],

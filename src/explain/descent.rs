@@ -1,6 +1,8 @@
 //! `grad` (the paper's Algorithm 1) and `smoothgrad`: descend on the input until the score is
 //! optimal, x <- x - eta * direction(x), stopping per (signal, member) pair once
-//! L(x) < tol. Attribution A = x0 - x_final, so x0 - A is the reconstruction.
+//! L(x) < tol. Attribution A = x0 - x_final, so x0 - A is the reconstruction. A pair whose loss
+//! has grown DIVERGED-fold over its start (a step size too large for it) stops there, unconverged,
+//! instead of running off to infinity and swamping the members' average.
 
 use super::noise::{NoiseBank, PairIds};
 use super::objective::Objective;
@@ -10,6 +12,10 @@ use tch::{Kind, Tensor};
 
 /// How often the loop asks the device whether any pair is still active: each ask is a sync.
 const CHECK_EVERY: usize = 4;
+
+/// Loss growth over the start at which a pair counts as diverging (eta 0.05 on the paper's
+/// members sent some pairs' attributions to 1e22 within 100 steps).
+const DIVERGED: f64 = 100.0;
 
 pub struct Descent {
     pub eta: f64,
@@ -48,6 +54,7 @@ impl Method for Descent {
             ((flat.amax([-1], true) - flat.amin([-1], true)) * sm.sigma).unsqueeze(-1)
         });
         let mut live = Tensor::arange(s, (Kind::Int64, device));
+        let mut limit = Tensor::zeros([s, p], (Kind::Float, device));
         for iter in 0..self.max_iter {
             if iter % CHECK_EVERY == 0 {
                 // Only signals with a member still descending are computed: most pairs stop
@@ -65,7 +72,15 @@ impl Method for Descent {
                 }
                 _ => objective.loss_and_grad(&xl),
             };
-            let still = active.index_select(0, &live).logical_and(&loss.ge(self.tol)); // [L, P]
+            if iter == 0 {
+                // Every signal is live at the first step, so `loss` is [S, P] in order.
+                limit = loss.detach() * DIVERGED;
+            }
+            // NaN fails both comparisons, so a pair whose loss is not a number stops too.
+            let still = active
+                .index_select(0, &live)
+                .logical_and(&loss.ge(self.tol))
+                .logical_and(&loss.le_tensor(&limit.index_select(0, &live))); // [L, P]
             let _ = active.index_copy_(0, &live, &still);
             // [L, P] -> [L, P, 1, 1]: a pair that has converged keeps its x.
             let step = still.to_kind(Kind::Float).view([l, p, 1, 1]) * grad * self.eta;

@@ -94,6 +94,29 @@ fn grad_stops_each_pair_at_the_tolerance() {
 }
 
 #[test]
+fn a_diverging_descent_stops_and_stays_finite() {
+    let (config, arch, weights) = setup(2);
+    let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
+    let objective = Objective { model: &model, target: config.data.optimal_score + 5.0 };
+    let (s, p, max_iter) = (3, 2, 50);
+    let x = inputs(&arch, s, p);
+    let start: Vec<f32> = Vec::try_from(&objective.loss(&x).reshape([-1])).unwrap();
+    // A step so large that the first one overshoots the target by thousands.
+    let method = descent::Descent { eta: 1e7, tol: 1e-12, max_iter, smooth: None };
+    let out = method.attribute(&objective, &x, &ids(s, p)).unwrap();
+    assert!(bool::try_from(out.attribution.isfinite().all()).unwrap());
+    let iterations: Vec<i64> = Vec::try_from(&out.iterations.unwrap().reshape([-1])).unwrap();
+    let converged: Vec<u8> = Vec::try_from(&out.converged.unwrap().to_kind(Kind::Uint8).reshape([-1])).unwrap();
+    let end: Vec<f32> = Vec::try_from(&objective.loss(&(&x - &out.attribution)).reshape([-1])).unwrap();
+    for i in 0..iterations.len() {
+        assert_eq!(converged[i], 0);
+        assert!(iterations[i] < max_iter as i64, "pair {i} ran on: {iterations:?}");
+        // It stopped at the first point past the limit, and only there.
+        assert!(end[i] > 100.0 * start[i], "pair {i}: {} from {}", end[i], start[i]);
+    }
+}
+
+#[test]
 fn smoothgrad_is_deterministic_for_a_seed() {
     let (config, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
@@ -156,3 +179,4 @@ fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
     assert_eq!(crate::error::exit_code(&err), 2);
     assert!(err.to_string().contains("outside"), "{err}");
 }
+

@@ -1,4 +1,4 @@
-"""Turns scripts/bench/run's JSON lines into the Markdown table of docs/BENCHMARKS.md, with
+"""Turns scripts/bench/run's JSON lines (the best of each trainer's rounds) into the Markdown table of docs/BENCHMARKS.md, with
 ratios and achieved GFLOP/s against a matmul peak measured now, on the same machine."""
 import json
 import sys
@@ -30,7 +30,12 @@ def peak_gflops(device):
 
 
 def main():
-    rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
+    # Repeated trainers: keep each one's fastest round (the VM's steal time only slows runs down).
+    rows = {}
+    for r in map(json.loads, open(sys.argv[1])):
+        best = rows.get(r["name"])
+        if best is None or r.get("ms_per_member_epoch", 0) < best.get("ms_per_member_epoch", 0):
+            rows[r["name"]] = r
     device = sys.argv[2]
     peak = peak_gflops(device)
     packed = rows["packed"]["ms_per_member_epoch"]

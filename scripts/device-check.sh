@@ -42,6 +42,9 @@ for conv in unfold channels-last grouped; do
     | "$PY" -c "import json,sys; d=json.load(sys.stdin); print('layout $conv:', round(d['seconds'], 2), 's')" | tee -a "$OUT/layouts.txt"
 done
 
+log "where training time goes on cuda:0 (AGRA_PROFILE=1: a sync after each phase)"
+AGRA_PROFILE=1 "$AGRA" --run-dir "$W/profile" --preset paper --devices cuda:0 -q train 2>&1 | grep '"profile"' | tee "$OUT/profile.jsonl"
+
 DATA="$W/paper/data/train.safetensors"
 EVAL="$W/paper/data/test.safetensors"
 log "PyTorch baselines on the same GPU"

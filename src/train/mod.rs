@@ -4,6 +4,7 @@
 
 mod pack;
 pub mod plan;
+mod profile;
 
 use crate::cli::TrainArgs;
 use crate::config::{splitmix, Config};

@@ -2,6 +2,7 @@
 //! per step, with their own data order, dropout masks and Adam moments.
 
 use super::plan::{epoch_plan, PlanSpec};
+use super::profile::{Phase, Profile};
 use super::{MemberStart, TrainContext};
 use crate::farm::{signals, Worker};
 use crate::model::adam::{Adam, Params};
@@ -92,6 +93,7 @@ pub fn train_pack(
     let spec = PlanSpec { samples: n, hidden: arch.hidden as usize, dropout: arch.dropout, augment: cfg.augment };
     let mut plan = epoch_plan(&seeds, start_epoch, &spec);
     let mut writing: Option<std::thread::JoinHandle<Result<()>>> = None;
+    let mut profile = Profile::from_env(device);
     for epoch in start_epoch..cfg.epochs {
         for (i, m) in members.iter().enumerate() {
             if inject == Some((m.member, epoch)) && m.attempt == 0 {
@@ -119,14 +121,18 @@ pub fn train_pack(
             adam.step(&mut model.flat);
             sse += sq.detach().sum_dim_intlist(1, false, Kind::Float);
         }
+        profile.lap(Phase::Steps);
         let test_sse = test_sse(&model, &data.test_x, &data.test_y);
+        profile.lap(Phase::Evaluation);
         // The device is still working through the queued steps: draw the next epoch's plan
         // on the host meanwhile, before the read-backs below wait for it.
         if epoch + 1 < cfg.epochs {
             plan = epoch_plan(&seeds, epoch + 1, &spec);
         }
+        profile.lap(Phase::Plan);
         let train_mse: Vec<f32> = Vec::try_from(&(sse / n as f64).to_device(Device::Cpu))?;
         let test_mse = per_signal(test_sse, data.test_x.size()[0])?;
+        profile.lap(Phase::Evaluation);
         for (i, history) in histories.iter_mut().enumerate() {
             let log = EpochLog { epoch: epoch + 1, train_mse: train_mse[i] as f64, test_mse: test_mse[i] };
             if diverged_at[i].is_none() && !(log.train_mse.is_finite() && log.test_mse.is_finite()) {
@@ -188,6 +194,7 @@ pub fn train_pack(
             } else {
                 writing = Some(std::thread::spawn(move || write(ckpts).map(|_| ())));
             }
+            profile.lap(Phase::Checkpoint);
             if stop && !done {
                 outcome.interrupted = true;
                 break;
@@ -200,6 +207,8 @@ pub fn train_pack(
     if let Some(previous) = writing.take() {
         previous.join().map_err(|_| anyhow::anyhow!("checkpoint writer panicked"))??;
     }
+    profile.lap(Phase::Checkpoint);
+    profile.report(&ids, cfg.epochs - start_epoch);
     outcome.diverged = members
         .into_iter()
         .zip(diverged_at)

@@ -42,6 +42,10 @@ impl Method for Descent {
         self.smooth.as_ref().map_or(1, |s| s.samples + 1)
     }
 
+    fn iterative(&self) -> bool {
+        true
+    }
+
     fn attribute(&self, objective: &Objective, x0: &Tensor, ids: &PairIds) -> Result<Output> {
         let (s, p, d, t) = x0.size4()?;
         let device = x0.device();

@@ -31,6 +31,10 @@ pub trait Method {
     /// Forward rows each (signal, member) pair needs at once (noise samples, IG points).
     fn rows_per_pair(&self) -> usize;
     fn attribute(&self, objective: &Objective, x0: &Tensor, ids: &PairIds) -> Result<Output>;
+    /// Whether the method iterates per pair until it converges (see `explain_pack`).
+    fn iterative(&self) -> bool {
+        false
+    }
 }
 
 /// A method's result for a chunk: tensors over [S, P] pairs, on the device.
@@ -118,7 +122,7 @@ pub fn explain_pack(
     let mut model = PackedCnn::from_members(arch, &vectors, device);
     // Only input gradients are wanted: weights outside the graph keep autograd from tracking them.
     model.flat = model.flat.detach();
-    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let objective = Objective::new(&model, config.data.optimal_score).with_max_rows(max_batch);
     let (s, p) = (signals.len() as i64, weights.len() as i64);
     let x = Tensor::from_slice(&signals.perturbed).view([s, 1, arch.dims, arch.length]).to_device(device);
     // [S, 1, dims, T] -> [S, P, dims, T]: every member explains every signal.
@@ -130,7 +134,14 @@ pub fn explain_pack(
     let mut parts = Vec::new();
     for method in methods(config, device) {
         let started = Instant::now();
-        let per_chunk = batching::chunk_signals(max_batch, p as usize, method.rows_per_pair());
+        // An iterative method takes every signal at once: the objective evaluates the pairs
+        // still descending in full pieces of `max_batch` rows, where fixed chunks would run
+        // ever emptier as their pairs converge.
+        let per_chunk = if method.iterative() {
+            s as usize
+        } else {
+            batching::chunk_signals(max_batch, p as usize, method.rows_per_pair())
+        };
         let out = batching::batched(s, per_chunk, |start, len| {
             method.attribute(&objective, &x0.narrow(0, start, len), &ids.narrow(start, len))
         })?;

@@ -22,7 +22,7 @@ fn ids(s: i64, p: i64) -> PairIds {
 fn input_gradient_matches_finite_differences() {
     let (config, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
-    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let objective = Objective::new(&model, config.data.optimal_score);
     let x = inputs(&arch, 1, 2).to_kind(Kind::Double).to_kind(Kind::Float);
     let (_, grad) = objective.loss_and_grad(&x);
     let h = 1e-2;
@@ -43,10 +43,10 @@ fn packed_gradient_of_a_member_equals_its_gradient_alone() {
     let (config, arch, weights) = setup(3);
     let packed = PackedCnn::from_members(&arch, &weights, Device::Cpu);
     let x = inputs(&arch, 4, 3);
-    let (_, g) = Objective { model: &packed, target: config.data.optimal_score }.loss_and_grad(&x);
+    let (_, g) = Objective::new(&packed, config.data.optimal_score).loss_and_grad(&x);
     for m in 0..3 {
         let alone = PackedCnn::from_members(&arch, &weights[m..m + 1], Device::Cpu);
-        let (_, g1) = Objective { model: &alone, target: config.data.optimal_score }.loss_and_grad(&x.narrow(1, m as i64, 1));
+        let (_, g1) = Objective::new(&alone, config.data.optimal_score).loss_and_grad(&x.narrow(1, m as i64, 1));
         let diff = f64::try_from((g.narrow(1, m as i64, 1) - g1).abs().max()).unwrap();
         assert!(diff < 1e-5, "member {m}: {diff}");
     }
@@ -56,7 +56,7 @@ fn packed_gradient_of_a_member_equals_its_gradient_alone() {
 fn integrated_gradients_are_complete() {
     let (config, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
-    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let objective = Objective::new(&model, config.data.optimal_score);
     let x = inputs(&arch, 3, 2);
     let ig = gradient::IntegratedGradients { steps: 256 };
     let out = ig.attribute(&objective, &x, &ids(3, 2)).unwrap();
@@ -72,9 +72,9 @@ fn grad_stops_each_pair_at_the_tolerance() {
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
     let x = inputs(&arch, 4, 2);
     // A target just above the current scores: reachable by a short descent for most pairs.
-    let start = Objective { model: &model, target: 0.0 }.loss(&x).sqrt(); // |f(x)|
+    let start = Objective::new(&model, 0.0).loss(&x).sqrt(); // |f(x)|
     let target = f64::try_from(start.mean(Kind::Float)).unwrap() + 0.05;
-    let objective = Objective { model: &model, target };
+    let objective = Objective::new(&model, target);
     let (tol, max_iter) = (1e-4, 400);
     let method = descent::Descent { eta: 50.0, tol, max_iter, smooth: None };
     let out = method.attribute(&objective, &x, &ids(4, 2)).unwrap();
@@ -97,7 +97,7 @@ fn grad_stops_each_pair_at_the_tolerance() {
 fn a_diverging_descent_stops_and_stays_finite() {
     let (config, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
-    let objective = Objective { model: &model, target: config.data.optimal_score + 5.0 };
+    let objective = Objective::new(&model, config.data.optimal_score + 5.0);
     let (s, p, max_iter) = (3, 2, 50);
     let x = inputs(&arch, s, p);
     let start: Vec<f32> = Vec::try_from(&objective.loss(&x).reshape([-1])).unwrap();
@@ -120,7 +120,7 @@ fn a_diverging_descent_stops_and_stays_finite() {
 fn smoothgrad_is_deterministic_for_a_seed() {
     let (config, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
-    let objective = Objective { model: &model, target: config.data.optimal_score };
+    let objective = Objective::new(&model, config.data.optimal_score);
     let x = inputs(&arch, 2, 2);
     let run = |seed| {
         let bank = noise::NoiseBank::new(seed, arch.dims, arch.length, Device::Cpu);

@@ -17,6 +17,8 @@ const CONFIG: &str = "config.toml";
 /// Entries agra itself creates (and `slurm/`, where the Slurm scripts put their logs); anything
 /// else in a directory without `run.json` is foreign.
 const OURS: &[&str] = &[META, CONFIG, "locks", "data", "members", "explain", "evaluate", "report", "slurm"];
+/// The empty file `open` writes and removes to check that a new run directory is writable.
+const WRITE_PROBE: &str = ".agra-write-test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
@@ -108,7 +110,7 @@ impl RunDir {
     }
 
     fn initialise(&self) -> Result<()> {
-        let probe = self.root.join(".agra-write-test");
+        let probe = self.root.join(WRITE_PROBE);
         std::fs::write(&probe, b"").map_err(|e| {
             UsageError::new(format!("run directory {} is not writable: {e}", self.root.display()))
         })?;
@@ -227,12 +229,17 @@ impl RunDir {
     }
 }
 
-/// A non-empty directory without `run.json` holding anything agra does not create.
+/// A non-empty directory without `run.json` holding anything agra does not create. Another
+/// agra process may be creating the directory right now (the shards of a job array start
+/// together), so its temp files and write probe are ours too; it holds the meta lock, which
+/// `open` waits for next.
 fn refuse_foreign(root: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(root) else { return Ok(()) };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !OURS.contains(&name.to_string_lossy().as_ref()) {
+        let name_str = name.to_string_lossy();
+        let in_flight = name_str.starts_with('.') && (name_str.contains(".tmp.") || name_str == WRITE_PROBE);
+        if !OURS.contains(&name_str.as_ref()) && !in_flight {
             return Err(UsageError::new(format!(
                 "{} is not an agra run directory (it holds {:?}); choose an empty or new --run-dir",
                 root.display(),

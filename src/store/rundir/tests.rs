@@ -42,6 +42,21 @@ fn foreign_directories_and_files_are_refused() {
     assert_eq!(exit_code(&RunDir::open(&file, &config(&[])).unwrap_err()), 2);
 }
 
+/// Shards of a job array open the same new directory at once: what one of them is writing
+/// (a config temp file, the write probe, the locks) must not make another refuse it.
+#[test]
+fn a_directory_another_agra_is_creating_is_not_foreign() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".config.aP7c1D.tmp.toml"), "x").unwrap();
+    std::fs::write(dir.path().join(".agra-write-test"), "").unwrap();
+    std::fs::create_dir(dir.path().join("locks")).unwrap();
+    RunDir::open(dir.path(), &config(&[])).unwrap();
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join("notes.tmp.txt"), "x").unwrap();
+    assert_eq!(exit_code(&RunDir::open(&fresh, &config(&[])).unwrap_err()), 2, "a visible .tmp. file is not ours");
+}
+
 #[test]
 fn stages_record_start_and_finish() {
     let dir = tempfile::tempdir().unwrap();

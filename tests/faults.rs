@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const LONG: &[&str] = &["--set", "train.epochs=8", "--set", "train.members=3"];
 
 /// Long enough that a dozen kills land before the run can finish.
-const LONGER: &[&str] = &["--set", "train.epochs=300", "--set", "train.members=3"];
+const LONGER: &[&str] = &["--set", "train.epochs=1000", "--set", "train.members=3"];
 
 fn reference_with(dir: &std::path::Path, sets: &[&str]) -> std::collections::BTreeMap<u64, String> {
     let path = dir.join("reference");

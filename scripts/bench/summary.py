@@ -1,5 +1,6 @@
-"""Turns scripts/bench/run's JSON lines (the best of each trainer's rounds) into the Markdown table of docs/BENCHMARKS.md, with
-ratios and achieved GFLOP/s against a matmul peak measured now, on the same machine."""
+"""Turns scripts/bench/run's JSON lines (the best of each trainer's rounds) into the Markdown
+table of docs/BENCHMARKS.md, with ratios and achieved GFLOP/s against a matmul peak measured
+now, on the same machine."""
 import json
 import sys
 import time

@@ -179,4 +179,3 @@ fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
     assert_eq!(crate::error::exit_code(&err), 2);
     assert!(err.to_string().contains("outside"), "{err}");
 }
-

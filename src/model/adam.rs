@@ -33,23 +33,30 @@ impl Adam {
         Adam { params, m, v, step }
     }
 
-    /// One update of `flat` from its gradient, then the gradient is cleared. Follows
-    /// torch.optim.Adam (non-amsgrad, no weight decay) operation for operation:
+    /// One update of `flat` from its autograd gradient, then the gradient is cleared.
+    pub fn step(&mut self, flat: &mut Tensor) {
+        let mut grad = flat.grad();
+        self.update(flat, &grad);
+        tch::no_grad(|| {
+            let _ = grad.zero_();
+        });
+    }
+
+    /// One update of `flat` from `grad` (laid out like it). Follows torch.optim.Adam
+    /// (non-amsgrad, no weight decay) operation for operation:
     ///   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
     ///   p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
-    pub fn step(&mut self, flat: &mut Tensor) {
+    pub fn update(&mut self, flat: &mut Tensor, grad: &Tensor) {
         let Params { lr, beta1, beta2, eps } = self.params;
         self.step += 1;
         let t = self.step as i32;
         let bias1 = 1.0 - beta1.powi(t);
         let bias2_sqrt = (1.0 - beta2.powi(t)).sqrt();
         tch::no_grad(|| {
-            let mut grad = flat.grad();
-            let _ = self.m.lerp_(&grad, 1.0 - beta1);
-            let _ = self.v.g_mul_scalar_(beta2).addcmul_(&grad, &(&grad * (1.0 - beta2)));
+            let _ = self.m.lerp_(grad, 1.0 - beta1);
+            let _ = self.v.g_mul_scalar_(beta2).addcmul_(grad, &(grad * (1.0 - beta2)));
             let denom = (self.v.sqrt() / bias2_sqrt) + eps;
             let _ = flat.addcdiv_(&(&self.m * (-lr / bias1)), &denom);
-            let _ = grad.zero_();
         });
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod adam;
 pub mod init;
+pub mod native;
 
 use crate::config::ModelConfig;
 use tch::{Device, Kind, Tensor};
@@ -27,6 +28,11 @@ pub struct ParamSpec {
 impl ParamSpec {
     pub fn numel(&self) -> i64 {
         self.shape.iter().product()
+    }
+
+    /// Where this parameter sits in a single member's vector.
+    pub fn member_range(&self) -> std::ops::Range<usize> {
+        self.offset as usize..(self.offset + self.numel()) as usize
     }
 }
 
@@ -139,6 +145,11 @@ impl PackedCnn {
         let mut shape = vec![self.members];
         shape.extend_from_slice(&spec.shape);
         flat.narrow(0, spec.offset * self.members, spec.numel() * self.members).view(shape.as_slice())
+    }
+
+    /// Where a parameter's block `[P, ...member shape]` starts in `flat`.
+    pub fn block_start(&self, spec: &ParamSpec) -> usize {
+        (spec.offset * self.members) as usize
     }
 
     /// Member m's parameters as one vector [arch.numel()], in `arch.params` order.

@@ -5,6 +5,7 @@
 mod pack;
 pub mod plan;
 mod profile;
+pub mod step;
 
 use crate::cli::TrainArgs;
 use crate::config::{splitmix, Config};
@@ -32,6 +33,8 @@ pub struct TrainContext {
     pub run: RunDir,
     pub train: Split,
     pub test: Split,
+    /// Which kernels train on the CPU.
+    pub kernels: step::Kernels,
 }
 
 impl TrainContext {
@@ -43,6 +46,7 @@ impl TrainContext {
             train: data::io::read_split(&run.split_path("train"))?,
             test: data::io::read_split(&run.split_path("test"))?,
             run: run.clone(),
+            kernels: step::Kernels::from_env(),
             config,
         })
     }

@@ -3,6 +3,7 @@
 
 use super::plan::{epoch_plan, PlanSpec};
 use super::profile::{Phase, Profile};
+use super::step;
 use super::{MemberStart, TrainContext};
 use crate::farm::{signals, Worker};
 use crate::model::adam::{Adam, Params};
@@ -10,7 +11,7 @@ use crate::model::PackedCnn;
 use crate::store::checkpoint::{self, Checkpoint, EpochLog, Header};
 use anyhow::Result;
 use rayon::prelude::*;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// What became of a pack's members.
 #[derive(Debug, Default)]
@@ -87,13 +88,13 @@ pub fn train_pack(
     let mut histories: Vec<Vec<EpochLog>> = members.iter().map(|m| m.history()).collect();
     let mut diverged_at: Vec<Option<usize>> = vec![None; members.len()];
     let mut outcome = PackOutcome::default();
-    let dims_t = [arch.dims, arch.length];
 
     let inject = injected_nan();
     let spec = PlanSpec { samples: n, hidden: arch.hidden as usize, dropout: arch.dropout, augment: cfg.augment };
     let mut plan = epoch_plan(&seeds, start_epoch, &spec);
     let mut writing: Option<std::thread::JoinHandle<Result<()>>> = None;
     let mut profile = Profile::from_env(device);
+    let mut steps = step::for_worker(ctx.kernels, worker, arch, members.len(), bs);
     for epoch in start_epoch..cfg.epochs {
         for (i, m) in members.iter().enumerate() {
             if inject == Some((m.member, epoch)) && m.attempt == 0 {
@@ -101,28 +102,12 @@ pub fn train_pack(
             }
         }
         adam.params.lr = learning_rate(cfg, epoch);
-        let order = Tensor::from_slice(&plan.order).to_device(device);
-        let masks = Tensor::from_slice(&plan.masks).to_device(device).view([p, n as i64, arch.hidden]);
-        let mut sse = Tensor::zeros([p], (Kind::Float, device));
+        steps.begin_epoch(&plan);
         for start in (0..n).step_by(bs) {
-            let len = bs.min(n - start) as i64;
-            let idx = order.narrow(0, start as i64 * p, len * p);
-            // [len*P, dims, T] -> [len, P*dims, T]: position-major order puts member p's
-            // sample in channels p*dims..(p+1)*dims, as the grouped convolution expects.
-            let x = data.train_x.index_select(0, &idx).view([len, p * dims_t[0], dims_t[1]]);
-            // [len*P] -> [len, P] -> [P, len]
-            let y = data.train_y.index_select(0, &idx).view([len, p]).transpose(0, 1);
-            let mask = masks.narrow(1, start as i64, len);
-            let err = model.forward(&x, Some(&mask)) - y;
-            let sq = err.square();
-            // Each member's loss is the mean over its batch; summing over members keeps every
-            // member's gradient exactly its own.
-            sq.mean_dim(1, false, Kind::Float).sum(Kind::Float).backward();
-            adam.step(&mut model.flat);
-            sse += sq.detach().sum_dim_intlist(1, false, Kind::Float);
+            steps.step(&mut model, &mut adam, &data, &plan, start, bs.min(n - start));
         }
         profile.lap(Phase::Steps);
-        let test_sse = test_sse(&model, &data.test_x, &data.test_y);
+        let test_sse = steps.test_sse(&model, &data);
         profile.lap(Phase::Evaluation);
         // The device is still working through the queued steps: draw the next epoch's plan
         // on the host meanwhile, before the read-backs below wait for it.
@@ -130,7 +115,7 @@ pub fn train_pack(
             plan = epoch_plan(&seeds, epoch + 1, &spec);
         }
         profile.lap(Phase::Plan);
-        let train_mse: Vec<f32> = Vec::try_from(&(sse / n as f64).to_device(Device::Cpu))?;
+        let train_mse: Vec<f32> = Vec::try_from(&(steps.take_train_sse() / n as f64).to_device(Device::Cpu))?;
         let test_mse = per_signal(test_sse, data.test_x.size()[0])?;
         profile.lap(Phase::Evaluation);
         for (i, history) in histories.iter_mut().enumerate() {
@@ -228,26 +213,6 @@ pub fn learning_rate(cfg: &crate::config::TrainConfig, epoch: usize) -> f64 {
     }
     let progress = (epoch - start + 1) as f64 / cfg.lr_decay_epochs as f64;
     cfg.lr * (1.0 - progress * (1.0 - cfg.lr_final))
-}
-
-/// Test squared-error sums per member [P], on the device, in chunks so memory stays bounded
-/// whatever the split size.
-fn test_sse(model: &PackedCnn, x: &Tensor, y: &Tensor) -> Tensor {
-    let p = model.members;
-    let n = x.size()[0];
-    // Rows (signals x members) per chunk bounded as in explain, so activations stay in cache on CPU.
-    let chunk = (crate::farm::default_max_batch(x.device()) as i64 / p).max(1);
-    let mut sse = Tensor::zeros([p], (Kind::Float, x.device()));
-    tch::no_grad(|| {
-        for start in (0..n).step_by(chunk as usize) {
-            let len = chunk.min(n - start);
-            // [len, dims, T] -> [len, P*dims, T]: every member sees the same signals.
-            let xs = x.narrow(0, start, len).repeat([1, p, 1]);
-            let err = model.forward(&xs, None) - y.narrow(0, start, len).unsqueeze(0);
-            sse += err.square().sum_dim_intlist(1, false, Kind::Float);
-        }
-    });
-    sse
 }
 
 /// Sums [P] on the device -> means per member on the host.

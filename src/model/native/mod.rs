@@ -1,0 +1,467 @@
+//! The network's training step written out by hand for the CPU: forward, loss and backward of
+//! one member over a batch, with every buffer allocated once. libtorch's CPU kernels spend
+//! most of a step of this small network outside arithmetic (reorders, pooling with indices,
+//! allocation, dispatch); here each convolution is one strided matrix product over
+//! channels-last rows (`gemm`), pooling and ReLU are one pass that the backward pass reads
+//! again, and nothing is allocated per step.
+//!
+//! Layout: a layer's input holds each sample as `t + 2 * pad` rows of `c_in` floats (the pad
+//! rows stay zero), samples back to back. The product runs over all rows at once; the
+//! `2 * pad` rows that straddle two samples compute values nobody reads, and their gradient
+//! rows stay zero, so they add nothing to the weight gradient.
+//!
+//! The same numbers as `PackedCnn::forward` + autograd up to float rounding (a unit test checks
+//! the gradient), and deterministic: a member's result does not depend on its pack.
+
+pub mod gemm;
+#[cfg(test)]
+mod tests;
+
+use super::Architecture;
+use gemm::{gemm, Strided};
+
+/// One convolution layer's geometry (input length `t`, same padding).
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    c_in: usize,
+    c_out: usize,
+    t: usize,
+    k: usize,
+    pad: usize,
+}
+
+impl Conv {
+    /// Rows per sample in the padded input.
+    fn seg(&self) -> usize {
+        self.t + 2 * self.pad
+    }
+
+    /// Output rows computed for `b` samples: every window that fits in the padded input.
+    fn rows(&self, b: usize) -> usize {
+        b * self.seg() - 2 * self.pad
+    }
+}
+
+/// A convolution layer's buffers.
+struct Layer {
+    conv: Conv,
+    /// Padded input [capacity * seg, c_in].
+    x: Vec<f32>,
+    /// Output before pooling [rows, c_out].
+    y: Vec<f32>,
+    /// Output gradient with `2 * pad` zero rows before (and room after) it, so the input
+    /// gradient is again one product over overlapping rows: [capacity * seg + 2 * pad, c_out].
+    dy: Vec<f32>,
+    /// Input gradient [capacity * seg, c_in] (unused for the first layer).
+    dx: Vec<f32>,
+    /// Weights as the product's right operand, row (k * c_in + c), column o.
+    w: Vec<f32>,
+    /// Weights flipped in time and transposed, row (k * c_out + o), column c: for dx.
+    w_flip: Vec<f32>,
+    /// Weight gradient in the layout of `w`.
+    dw: Vec<f32>,
+}
+
+/// Everything one member's step needs, sized for batches of up to `capacity` samples.
+pub struct Workspace {
+    arch: Architecture,
+    capacity: usize,
+    layers: Vec<Layer>,
+    features: usize,
+    hidden: usize,
+    /// The member's parameters, `arch.params` order.
+    params: Vec<f32>,
+    /// fc1's weight transposed [hidden, features].
+    fc1_t: Vec<f32>,
+    /// The last layer's pooled output [capacity, t, c] (time-major) and its gradient; `feat`
+    /// holds the same values channel-major, the single network's flatten order.
+    last: Vec<f32>,
+    dlast: Vec<f32>,
+    feat: Vec<f32>,
+    h: Vec<f32>,
+    z: Vec<f32>,
+    dh: Vec<f32>,
+    dfeat: Vec<f32>,
+    scores: Vec<f32>,
+    /// The gradient of the last `train_step`, `arch.params` order.
+    pub grad: Vec<f32>,
+}
+
+impl Workspace {
+    pub fn new(arch: &Architecture, capacity: usize) -> Workspace {
+        let k = arch.kernel as usize;
+        let pad = k / 2;
+        let mut t = arch.length as usize;
+        let mut c_in = arch.dims as usize;
+        let mut layers = Vec::new();
+        for &c_out in &arch.channels {
+            let conv = Conv {
+                c_in,
+                c_out: c_out as usize,
+                t,
+                k,
+                pad,
+            };
+            let rows = capacity * conv.seg();
+            layers.push(Layer {
+                conv,
+                x: vec![0.0; rows * c_in],
+                y: vec![0.0; conv.rows(capacity) * conv.c_out],
+                dy: vec![0.0; (rows + 2 * pad) * conv.c_out],
+                dx: vec![0.0; rows * c_in],
+                w: vec![0.0; k * c_in * conv.c_out],
+                w_flip: vec![0.0; k * c_in * conv.c_out],
+                dw: vec![0.0; k * c_in * conv.c_out],
+            });
+            c_in = conv.c_out;
+            t /= 2;
+        }
+        let features = c_in * t;
+        let hidden = arch.hidden as usize;
+        Workspace {
+            arch: arch.clone(),
+            capacity,
+            layers,
+            features,
+            hidden,
+            params: vec![0.0; arch.numel() as usize],
+            fc1_t: vec![0.0; features * hidden],
+            last: vec![0.0; capacity * features],
+            dlast: vec![0.0; capacity * features],
+            feat: vec![0.0; capacity * features],
+            h: vec![0.0; capacity * hidden],
+            z: vec![0.0; capacity * hidden],
+            dh: vec![0.0; capacity * hidden],
+            dfeat: vec![0.0; capacity * features],
+            scores: vec![0.0; capacity],
+            grad: vec![0.0; arch.numel() as usize],
+        }
+    }
+
+    /// The member's parameters (`arch.params` order) become the weights of the next steps.
+    pub fn set_params(&mut self, params: &[f32]) {
+        self.params.copy_from_slice(params);
+        for (layer, spec) in self.layers.iter_mut().zip(&self.arch.params) {
+            let Conv { c_in, c_out, k, .. } = layer.conv;
+            let w = &params[spec.member_range()];
+            for o in 0..c_out {
+                for c in 0..c_in {
+                    for kk in 0..k {
+                        let v = w[(o * c_in + c) * k + kk];
+                        layer.w[(kk * c_in + c) * c_out + o] = v;
+                        layer.w_flip[((k - 1 - kk) * c_out + o) * c_in + c] = v;
+                    }
+                }
+            }
+        }
+        let fc1 = param(&self.arch, &self.params, 4);
+        let (f, h) = (self.features, self.hidden);
+        for i in 0..f {
+            for j in 0..h {
+                self.fc1_t[j * f + i] = fc1[i * h + j];
+            }
+        }
+    }
+
+    /// Scores of `samples` (indices into `bank`, laid out [n, dims, length]); `masks`
+    /// [samples, hidden] are the dropout masks (scaled), None in evaluation.
+    pub fn forward(&mut self, bank: &[f32], samples: &[i64], masks: Option<&[f32]>) -> &[f32] {
+        let b = samples.len();
+        assert!(
+            b <= self.capacity,
+            "batch of {b} over the workspace's {}",
+            self.capacity
+        );
+        self.load_inputs(bank, samples);
+        let last = self.layers.len() - 1;
+        for l in 0..=last {
+            let (lo, hi) = self.layers.split_at_mut(l + 1);
+            let layer = &mut lo[l];
+            let Conv { c_in, c_out, k, .. } = layer.conv;
+            let rows = layer.conv.rows(b);
+            gemm(
+                rows,
+                c_out,
+                k * c_in,
+                Strided::rows(&layer.x, 0, c_in),
+                Strided::rows(&layer.w, 0, c_out),
+                &mut layer.y,
+                0,
+                c_out,
+                false,
+            );
+            match hi.first_mut() {
+                Some(next) => pool_relu(
+                    &layer.y,
+                    layer.conv,
+                    b,
+                    next.conv.seg(),
+                    next.conv.pad,
+                    &mut next.x,
+                ),
+                None => pool_relu(&layer.y, layer.conv, b, layer.conv.t / 2, 0, &mut self.last),
+            }
+        }
+        let (f, c_last) = (self.features, self.layers[last].conv.c_out);
+        transpose_samples(&self.last, &mut self.feat, b, f / c_last, c_last);
+        let hd = self.hidden;
+        gemm(
+            b,
+            hd,
+            f,
+            Strided::rows(&self.feat, 0, f),
+            Strided::rows(param(&self.arch, &self.params, 4), 0, hd),
+            &mut self.h,
+            0,
+            hd,
+            false,
+        );
+        let fc2 = param(&self.arch, &self.params, 5);
+        let offset = self.arch.score_offset as f32;
+        for s in 0..b {
+            let mut score = 0.0f32;
+            for j in 0..hd {
+                let h = self.h[s * hd + j];
+                let mut z = relu(h);
+                if let Some(m) = masks {
+                    z *= m[s * hd + j];
+                }
+                self.z[s * hd + j] = z;
+                score += z * fc2[j];
+            }
+            self.scores[s] = score + offset;
+        }
+        &self.scores[..b]
+    }
+
+    /// One step's loss and gradient: forward with dropout, then backward of the batch's mean
+    /// squared error into `self.grad`. Returns the batch's sum of squared errors.
+    pub fn train_step(
+        &mut self,
+        bank: &[f32],
+        samples: &[i64],
+        targets: &[f32],
+        masks: &[f32],
+    ) -> f64 {
+        let b = samples.len();
+        self.forward(bank, samples, Some(masks));
+        let hd = self.hidden;
+        let mut sse = 0.0f64;
+        // d(mean of err^2)/d score = 2 err / b; kept in `scores` (the forward's are used up).
+        for s in 0..b {
+            let err = self.scores[s] - targets[s];
+            sse += (err as f64) * (err as f64);
+            self.scores[s] = 2.0 * err / b as f32;
+        }
+        let fc2_offset = self.arch.params[5].member_range().start;
+        let fc1_offset = self.arch.params[4].member_range().start;
+        for j in 0..hd {
+            self.grad[fc2_offset + j] = (0..b).map(|s| self.z[s * hd + j] * self.scores[s]).sum();
+        }
+        for s in 0..b {
+            for j in 0..hd {
+                let i = s * hd + j;
+                let through = self.h[i] > 0.0;
+                self.dh[i] = if through {
+                    self.scores[s] * self.params[fc2_offset + j] * masks[i]
+                } else {
+                    0.0
+                };
+            }
+        }
+        let f = self.features;
+        let feat_t = Strided {
+            data: &self.feat,
+            offset: 0,
+            rs: 1,
+            cs: f,
+        };
+        gemm(
+            f,
+            hd,
+            b,
+            feat_t,
+            Strided::rows(&self.dh, 0, hd),
+            &mut self.grad,
+            fc1_offset,
+            hd,
+            false,
+        );
+        gemm(
+            b,
+            f,
+            hd,
+            Strided::rows(&self.dh, 0, hd),
+            Strided::rows(&self.fc1_t, 0, f),
+            &mut self.dfeat,
+            0,
+            f,
+            false,
+        );
+        let c_last = self.layers[self.layers.len() - 1].conv.c_out;
+        transpose_samples(&self.dfeat, &mut self.dlast, b, c_last, f / c_last);
+
+        for l in (0..self.layers.len()).rev() {
+            let (lo, hi) = self.layers.split_at_mut(l + 1);
+            let layer = &mut lo[l];
+            match hi.first() {
+                Some(next) => {
+                    pool_relu_backward(layer, b, next.conv.seg(), next.conv.pad, &next.x, &next.dx)
+                }
+                None => pool_relu_backward(layer, b, layer.conv.t / 2, 0, &self.last, &self.dlast),
+            }
+            let Conv {
+                c_in,
+                c_out,
+                k,
+                pad,
+                ..
+            } = layer.conv;
+            let rows = layer.conv.rows(b);
+            let x_t = Strided {
+                data: &layer.x,
+                offset: 0,
+                rs: 1,
+                cs: c_in,
+            };
+            let dy = Strided {
+                data: &layer.dy,
+                offset: 2 * pad * c_out,
+                rs: c_out,
+                cs: 1,
+            };
+            gemm(
+                k * c_in,
+                c_out,
+                rows,
+                x_t,
+                dy,
+                &mut layer.dw,
+                0,
+                c_out,
+                false,
+            );
+            if l > 0 {
+                // Window q of the zero-led dy holds the rows dx[q] draws from.
+                gemm(
+                    b * layer.conv.seg(),
+                    c_in,
+                    k * c_out,
+                    Strided::rows(&layer.dy, 0, c_out),
+                    Strided::rows(&layer.w_flip, 0, c_in),
+                    &mut layer.dx,
+                    0,
+                    c_in,
+                    false,
+                );
+            }
+            let spec = &self.arch.params[l];
+            let g = &mut self.grad[spec.member_range()];
+            for o in 0..c_out {
+                for c in 0..c_in {
+                    for kk in 0..k {
+                        g[(o * c_in + c) * k + kk] = layer.dw[(kk * c_in + c) * c_out + o];
+                    }
+                }
+            }
+        }
+        sse
+    }
+
+    /// Copies the samples into the first layer's padded rows (channels innermost).
+    fn load_inputs(&mut self, bank: &[f32], samples: &[i64]) {
+        let first = &mut self.layers[0];
+        let Conv {
+            c_in: dims, t, pad, ..
+        } = first.conv;
+        let seg = first.conv.seg();
+        for (s, &sample) in samples.iter().enumerate() {
+            let src = &bank[sample as usize * dims * t..][..dims * t];
+            let dst = &mut first.x[(s * seg + pad) * dims..][..t * dims];
+            for c in 0..dims {
+                for i in 0..t {
+                    dst[i * dims + c] = src[c * t + i];
+                }
+            }
+        }
+    }
+}
+
+/// Parameter `index` of a member's vector.
+fn param<'a>(arch: &Architecture, params: &'a [f32], index: usize) -> &'a [f32] {
+    &params[arch.params[index].member_range()]
+}
+
+/// ReLU that keeps NaN (a diverged member must show a NaN loss, not a clean zero).
+fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// Max-pool by 2 along time, then ReLU (the same as the reverse order, on half the values),
+/// into rows `pad..pad + t/2` of each sample's `seg` rows of `out`.
+fn pool_relu(y: &[f32], conv: Conv, b: usize, seg: usize, pad: usize, out: &mut [f32]) {
+    let c = conv.c_out;
+    for s in 0..b {
+        for i in 0..conv.t / 2 {
+            let r = (s * conv.seg() + 2 * i) * c;
+            let (even, odd) = y[r..r + 2 * c].split_at(c);
+            let dst = &mut out[(s * seg + pad + i) * c..][..c];
+            for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
+                *d = relu(if o > e { o } else { e });
+            }
+        }
+    }
+}
+
+/// The pooled values' gradient back to the rows that won the max (where the ReLU let it
+/// through), into `layer.dy`; the other row of each pair gets zero. `pooled` and `grad` are
+/// laid out as `pool_relu` wrote.
+fn pool_relu_backward(
+    layer: &mut Layer,
+    b: usize,
+    seg: usize,
+    pad: usize,
+    pooled: &[f32],
+    grad: &[f32],
+) {
+    let conv = layer.conv;
+    let c = conv.c_out;
+    let base = 2 * conv.pad * c;
+    for s in 0..b {
+        for i in 0..conv.t / 2 {
+            let r = (s * conv.seg() + 2 * i) * c;
+            let (even, odd) = layer.y[r..r + 2 * c].split_at(c);
+            let (d_even, d_odd) = layer.dy[base + r..base + r + 2 * c].split_at_mut(c);
+            let at = (s * seg + pad + i) * c;
+            let (p, g) = (&pooled[at..at + c], &grad[at..at + c]);
+            let dst = d_even.iter_mut().zip(d_odd.iter_mut());
+            for (((de, dd), (&e, &o)), (&p, &g)) in
+                dst.zip(even.iter().zip(odd)).zip(p.iter().zip(g))
+            {
+                let g = if p > 0.0 { g } else { 0.0 };
+                let odd_wins = o > e;
+                *de = if odd_wins { 0.0 } else { g };
+                *dd = if odd_wins { g } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Per sample, a [rows, cols] block of `src` into [cols, rows] in `dst`.
+fn transpose_samples(src: &[f32], dst: &mut [f32], b: usize, rows: usize, cols: usize) {
+    for (s, d) in src
+        .chunks_exact(rows * cols)
+        .zip(dst.chunks_exact_mut(rows * cols))
+        .take(b)
+    {
+        for r in 0..rows {
+            for c in 0..cols {
+                d[c * rows + r] = s[r * cols + c];
+            }
+        }
+    }
+}

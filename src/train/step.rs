@@ -1,0 +1,343 @@
+//! How a pack's training steps and test evaluation are computed: with libtorch's ops and
+//! autograd (any device), or with the hand-written CPU kernels of `model::native` (the CPU
+//! default: 2-3x faster there, docs/BENCHMARKS.md). Both update the same flat parameters with
+//! the same Adam, so checkpoints, resume and everything after training do not know which ran.
+
+use super::pack::DeviceData;
+use super::plan::EpochPlan;
+use crate::farm::Worker;
+use crate::model::adam::Adam;
+use crate::model::native::Workspace;
+use crate::model::{Architecture, PackedCnn};
+use tch::{Device, Kind, Tensor};
+
+/// Which kernels train a pack on the CPU: the hand-written ones by default, libtorch's with
+/// `AGRA_KERNELS=libtorch` (benchmarks, and a fallback). CUDA devices always use libtorch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    Native,
+    Libtorch,
+}
+
+impl Kernels {
+    pub fn from_env() -> Kernels {
+        match std::env::var("AGRA_KERNELS").as_deref() {
+            Ok("libtorch") => Kernels::Libtorch,
+            _ => Kernels::Native,
+        }
+    }
+}
+
+pub trait Steps {
+    /// Called once per epoch before its steps, with the epoch's plan.
+    fn begin_epoch(&mut self, plan: &EpochPlan);
+    /// One step on positions [start, start + len) of the plan: every member's loss, gradient and
+    /// Adam update.
+    fn step(
+        &mut self,
+        model: &mut PackedCnn,
+        adam: &mut Adam,
+        data: &DeviceData,
+        plan: &EpochPlan,
+        start: usize,
+        len: usize,
+    );
+    /// The summed squared training errors per member [P] since the last call (possibly still
+    /// being computed on the device).
+    fn take_train_sse(&mut self) -> Tensor;
+    /// Summed squared test errors per member [P].
+    fn test_sse(&mut self, model: &PackedCnn, data: &DeviceData) -> Tensor;
+}
+
+pub fn for_worker(
+    kernels: Kernels,
+    worker: &Worker,
+    arch: &Architecture,
+    members: usize,
+    batch: usize,
+) -> Box<dyn Steps> {
+    let device = worker.device;
+    if kernels == Kernels::Native && device == Device::Cpu {
+        Box::new(NativeSteps::new(arch, members, batch, worker.threads))
+    } else {
+        Box::new(TorchSteps {
+            device,
+            order: None,
+            masks: None,
+            sse: None,
+        })
+    }
+}
+
+/// libtorch ops: one grouped forward and one backward for the whole pack per step.
+struct TorchSteps {
+    device: Device,
+    order: Option<Tensor>,
+    masks: Option<Tensor>,
+    sse: Option<Tensor>,
+}
+
+impl Steps for TorchSteps {
+    fn begin_epoch(&mut self, plan: &EpochPlan) {
+        self.order = Some(Tensor::from_slice(&plan.order).to_device(self.device));
+        self.masks = Some(Tensor::from_slice(&plan.masks).to_device(self.device));
+    }
+
+    fn step(
+        &mut self,
+        model: &mut PackedCnn,
+        adam: &mut Adam,
+        data: &DeviceData,
+        plan: &EpochPlan,
+        start: usize,
+        len: usize,
+    ) {
+        let (order, masks) = (
+            self.order.as_ref().expect("begin_epoch first"),
+            self.masks.as_ref().expect("begin_epoch first"),
+        );
+        let (p, len, arch) = (model.members, len as i64, &model.arch);
+        let n = (plan.order.len() as i64) / p;
+        let idx = order.narrow(0, start as i64 * p, len * p);
+        // [len*P, dims, T] -> [len, P*dims, T]: position-major order puts member p's sample in
+        // channels p*dims..(p+1)*dims, as the grouped convolution expects.
+        let x = data
+            .train_x
+            .index_select(0, &idx)
+            .view([len, p * arch.dims, arch.length]);
+        // [len*P] -> [len, P] -> [P, len]
+        let y = data
+            .train_y
+            .index_select(0, &idx)
+            .view([len, p])
+            .transpose(0, 1);
+        let mask = masks.view([p, n, arch.hidden]).narrow(1, start as i64, len);
+        let sq = (model.forward(&x, Some(&mask)) - y).square();
+        // Each member's loss is the mean over its batch; summing over members keeps every
+        // member's gradient exactly its own.
+        sq.mean_dim(1, false, Kind::Float)
+            .sum(Kind::Float)
+            .backward();
+        adam.step(&mut model.flat);
+        let batch_sse = sq.detach().sum_dim_intlist(1, false, Kind::Float);
+        self.sse = Some(match self.sse.take() {
+            Some(sse) => sse + batch_sse,
+            None => batch_sse,
+        });
+    }
+
+    fn take_train_sse(&mut self) -> Tensor {
+        self.sse.take().expect("an epoch has at least one step")
+    }
+
+    /// On the device, in chunks so memory stays bounded whatever the split size.
+    fn test_sse(&mut self, model: &PackedCnn, data: &DeviceData) -> Tensor {
+        let (x, y, p) = (&data.test_x, &data.test_y, model.members);
+        let n = x.size()[0];
+        // Rows (signals x members) per chunk bounded as in explain, so activations stay in cache on CPU.
+        let chunk = (crate::farm::default_max_batch(x.device()) as i64 / p).max(1);
+        let mut sse = Tensor::zeros([p], (Kind::Float, x.device()));
+        tch::no_grad(|| {
+            for start in (0..n).step_by(chunk as usize) {
+                let len = chunk.min(n - start);
+                // [len, dims, T] -> [len, P*dims, T]: every member sees the same signals.
+                let xs = x.narrow(0, start, len).repeat([1, p, 1]);
+                let err = model.forward(&xs, None) - y.narrow(0, start, len).unsqueeze(0);
+                sse += err.square().sum_dim_intlist(1, false, Kind::Float);
+            }
+        });
+        sse
+    }
+}
+
+/// The hand-written CPU kernels: each member's step in turn in a workspace whose buffers stay in
+/// cache, the pack's members spread over the worker's threads (one workspace each). A member's
+/// numbers do not depend on which thread or workspace computed them.
+struct NativeSteps {
+    lanes: Vec<Lane>,
+    batch: usize,
+    /// The pack's gradient, laid out like `flat`.
+    grad: Tensor,
+    sse: Vec<f64>,
+}
+
+/// One thread's workspace and the members' vectors it gathers and produces.
+struct Lane {
+    workspace: Workspace,
+    params: Vec<f32>,
+    samples: Vec<i64>,
+    targets: Vec<f32>,
+    /// (slot, gradient, squared-error sum) of the members this lane took in the last step.
+    done: Vec<(usize, Vec<f32>, f64)>,
+}
+
+impl NativeSteps {
+    fn new(arch: &Architecture, members: usize, batch: usize, threads: usize) -> NativeSteps {
+        let grad = Tensor::zeros([members as i64 * arch.numel()], (Kind::Float, Device::Cpu));
+        let lanes = (0..threads.clamp(1, members))
+            .map(|_| Lane {
+                workspace: Workspace::new(arch, batch),
+                params: Vec::new(),
+                samples: Vec::new(),
+                targets: Vec::new(),
+                done: Vec::new(),
+            })
+            .collect();
+        NativeSteps {
+            lanes,
+            batch,
+            grad,
+            sse: vec![0.0; members],
+        }
+    }
+
+    /// Runs `work(lane, slot)` for every member slot, slot s on lane s % lanes, the lanes on
+    /// threads of their own.
+    fn each_member(&mut self, members: usize, work: impl Fn(&mut Lane, usize) + Sync) {
+        let count = self.lanes.len();
+        let run = |(index, lane): (usize, &mut Lane)| {
+            (index..members)
+                .step_by(count)
+                .for_each(|slot| work(lane, slot))
+        };
+        if count == 1 {
+            return run((0, &mut self.lanes[0]));
+        }
+        std::thread::scope(|scope| {
+            for item in self.lanes.iter_mut().enumerate() {
+                scope.spawn(move || run(item));
+            }
+        });
+    }
+}
+
+impl Steps for NativeSteps {
+    fn begin_epoch(&mut self, _plan: &EpochPlan) {}
+
+    fn step(
+        &mut self,
+        model: &mut PackedCnn,
+        adam: &mut Adam,
+        data: &DeviceData,
+        plan: &EpochPlan,
+        start: usize,
+        len: usize,
+    ) {
+        let p = model.members as usize;
+        let hidden = model.arch.hidden as usize;
+        let n = plan.order.len() / p;
+        let (bank, scores, flat) = (
+            cpu_slice(&data.train_x),
+            cpu_slice(&data.train_y),
+            cpu_slice(&model.flat),
+        );
+        let blocks = Blocks::of(model);
+        self.each_member(p, |lane, slot| {
+            lane.samples.clear();
+            lane.samples
+                .extend((start..start + len).map(|i| plan.order[i * p + slot]));
+            lane.targets.clear();
+            lane.targets
+                .extend(lane.samples.iter().map(|&s| scores[s as usize]));
+            let masks = &plan.masks[(slot * n + start) * hidden..][..len * hidden];
+            blocks.gather(flat, slot, &mut lane.params);
+            lane.workspace.set_params(&lane.params);
+            let sse = lane
+                .workspace
+                .train_step(bank, &lane.samples, &lane.targets, masks);
+            lane.done.push((slot, lane.workspace.grad.clone(), sse));
+        });
+        let grad = cpu_slice_mut(&mut self.grad);
+        for lane in &mut self.lanes {
+            for (slot, member_grad, sse) in lane.done.drain(..) {
+                blocks.scatter(&member_grad, grad, slot);
+                self.sse[slot] += sse;
+            }
+        }
+        adam.update(&mut model.flat, &self.grad);
+    }
+
+    fn take_train_sse(&mut self) -> Tensor {
+        let sse: Vec<f32> = self.sse.iter().map(|&v| v as f32).collect();
+        self.sse.fill(0.0);
+        Tensor::from_slice(&sse)
+    }
+
+    fn test_sse(&mut self, model: &PackedCnn, data: &DeviceData) -> Tensor {
+        let (x, y, flat) = (
+            cpu_slice(&data.test_x),
+            cpu_slice(&data.test_y),
+            cpu_slice(&model.flat),
+        );
+        let all: Vec<i64> = (0..y.len() as i64).collect();
+        let (batch, blocks) = (self.batch, Blocks::of(model));
+        self.each_member(model.members as usize, |lane, slot| {
+            blocks.gather(flat, slot, &mut lane.params);
+            lane.workspace.set_params(&lane.params);
+            let mut sse = 0.0f64;
+            for chunk in all.chunks(batch) {
+                let scores = lane.workspace.forward(x, chunk, None);
+                sse += scores
+                    .iter()
+                    .zip(chunk)
+                    .map(|(&s, &i)| ((s - y[i as usize]) as f64).powi(2))
+                    .sum::<f64>();
+            }
+            lane.done.push((slot, Vec::new(), sse));
+        });
+        let mut per_member = vec![0f32; model.members as usize];
+        for lane in &mut self.lanes {
+            for (slot, _, sse) in lane.done.drain(..) {
+                per_member[slot] = sse as f32;
+            }
+        }
+        Tensor::from_slice(&per_member)
+    }
+}
+
+/// Where each parameter of a member lives: its block's start in the param-major `flat` (member
+/// `slot`'s copy follows `slot` copies of it) and its range in a member's own vector.
+struct Blocks(Vec<(usize, std::ops::Range<usize>)>);
+
+impl Blocks {
+    fn of(model: &PackedCnn) -> Blocks {
+        Blocks(
+            model
+                .arch
+                .params
+                .iter()
+                .map(|spec| (model.block_start(spec), spec.member_range()))
+                .collect(),
+        )
+    }
+
+    /// Member `slot`'s parameters out of `flat`, in `arch.params` order.
+    fn gather(&self, flat: &[f32], slot: usize, out: &mut Vec<f32>) {
+        out.clear();
+        for (start, range) in &self.0 {
+            out.extend_from_slice(&flat[start + slot * range.len()..][..range.len()]);
+        }
+    }
+
+    /// The inverse of `gather`: a member's vector into its places in `flat`.
+    fn scatter(&self, member: &[f32], flat: &mut [f32], slot: usize) {
+        for (start, range) in &self.0 {
+            flat[start + slot * range.len()..][..range.len()]
+                .copy_from_slice(&member[range.clone()]);
+        }
+    }
+}
+
+/// A contiguous CPU float tensor's elements, borrowed.
+fn cpu_slice(t: &Tensor) -> &[f32] {
+    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    // SAFETY: checked above that the storage holds numel contiguous f32 on the host; the slice
+    // borrows the tensor, and nothing writes to it while the slice lives.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+}
+
+fn cpu_slice_mut(t: &mut Tensor) -> &mut [f32] {
+    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    // SAFETY: as in cpu_slice, and the tensor is borrowed mutably for the slice's life.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
+}

@@ -13,6 +13,7 @@ use crate::cli::ExplainArgs;
 use crate::data::{io::read_split, Split};
 use crate::error::UsageError;
 use crate::farm::{self, Devices, Worker};
+use crate::model::native::host::Kernels;
 use crate::model::{Architecture, PackedCnn};
 use crate::progress::Progress;
 use crate::store::rundir::Stage;
@@ -122,7 +123,7 @@ pub fn explain_pack(
     let mut model = PackedCnn::from_members(arch, &vectors, device);
     // Only input gradients are wanted: weights outside the graph keep autograd from tracking them.
     model.flat = model.flat.detach();
-    let objective = Objective::new(&model, config.data.optimal_score).with_max_rows(max_batch);
+    let objective = Objective::new(&model, config.data.optimal_score).with_max_rows(max_batch).with_kernels(Kernels::from_env());
     let (s, p) = (signals.len() as i64, weights.len() as i64);
     let x = Tensor::from_slice(&signals.perturbed).view([s, 1, arch.dims, arch.length]).to_device(device);
     // [S, 1, dims, T] -> [S, P, dims, T]: every member explains every signal.

@@ -1,7 +1,10 @@
 //! The paper's one loss for every method, L(x) = (f(x) - s*)^2, and its input gradient for
 //! many (signal, member) pairs at once through the packed network.
 
+use crate::model::native::host::{cpu_slice, Kernels};
+use crate::model::native::Workspace;
 use crate::model::PackedCnn;
+use std::cell::RefCell;
 use tch::{Kind, Tensor};
 
 pub struct Objective<'a> {
@@ -11,11 +14,22 @@ pub struct Objective<'a> {
     /// pieces, so an iterative method can hand over every pair still descending and each
     /// piece stays full as pairs converge.
     max_rows: usize,
+    /// The hand-written CPU kernels, where they compute the network instead of libtorch.
+    native: Option<RefCell<Native>>,
 }
+
+/// Signals per pass of the hand-written kernels: their activations stay in L2.
+const NATIVE_BATCH: usize = 32;
 
 impl<'a> Objective<'a> {
     pub fn new(model: &'a PackedCnn, target: f64) -> Objective<'a> {
-        Objective { model, target, max_rows: usize::MAX }
+        Objective { model, target, max_rows: usize::MAX, native: None }
+    }
+
+    /// Computes with the hand-written kernels where `kernels` says so for the model's device.
+    pub fn with_kernels(self, kernels: Kernels) -> Objective<'a> {
+        let native = kernels.native_on(self.model.flat.device()).then(|| RefCell::new(Native::new(self.model)));
+        Objective { native, ..self }
     }
 
     pub fn with_max_rows(self, max_rows: usize) -> Objective<'a> {
@@ -25,6 +39,10 @@ impl<'a> Objective<'a> {
     /// x: [N, P, dims, T], row n of member p being one input of member p.
     /// Returns (L [N, P], dL/dx [N, P, dims, T]) without touching the model's gradient.
     pub fn loss_and_grad(&self, x: &Tensor) -> (Tensor, Tensor) {
+        if let Some(native) = &self.native {
+            let (loss, grad) = native.borrow_mut().evaluate(x, self.target as f32, self.native_batch(x), true);
+            return (loss, grad.expect("asked for the gradient"));
+        }
         let parts: Vec<(Tensor, Tensor)> = self.pieces(x).iter().map(|piece| self.piece_loss_and_grad(piece)).collect();
         if parts.len() == 1 {
             return parts.into_iter().next().expect("one piece");
@@ -35,8 +53,17 @@ impl<'a> Objective<'a> {
 
     /// L only, without building a graph.
     pub fn loss(&self, x: &Tensor) -> Tensor {
+        if let Some(native) = &self.native {
+            return native.borrow_mut().evaluate(x, self.target as f32, self.native_batch(x), false).0;
+        }
         let losses: Vec<Tensor> = self.pieces(x).iter().map(|piece| tch::no_grad(|| self.piece_loss(piece))).collect();
         Tensor::cat(&losses, 0)
+    }
+
+    /// Signals per pass of the hand-written kernels: `NATIVE_BATCH`, fewer where `max_rows`
+    /// asks (`--max-batch 1` is the benchmark's one-signal-at-a-time loop).
+    fn native_batch(&self, x: &Tensor) -> usize {
+        NATIVE_BATCH.min(self.max_rows / x.size()[1].max(1) as usize).max(1)
     }
 
     /// x cut along its first axis into pieces of at most `max_rows` rows.
@@ -68,6 +95,53 @@ impl<'a> Objective<'a> {
     }
 }
 
+/// A workspace and every member's parameters, gathered once (they do not change while
+/// explaining).
+struct Native {
+    workspace: Workspace,
+    members: Vec<Vec<f32>>,
+    /// The member whose weights the workspace holds.
+    loaded: Option<usize>,
+}
+
+impl Native {
+    fn new(model: &PackedCnn) -> Native {
+        let flat = model.flat.detach();
+        let members = (0..model.members).map(|m| Vec::try_from(&model.member_vector(&flat, m)).expect("f32 weights")).collect();
+        Native { workspace: Workspace::new(&model.arch, NATIVE_BATCH), members, loaded: None }
+    }
+
+    /// L [N, P] and, when asked, dL/dx [N, P, dims, T] of x [N, P, dims, T] on the CPU.
+    fn evaluate(&mut self, x: &Tensor, target: f32, batch: usize, with_grad: bool) -> (Tensor, Option<Tensor>) {
+        let (n, p, d, t) = x.size4().expect("[N, P, dims, T]");
+        let x = x.detach().contiguous();
+        let inputs = cpu_slice(&x);
+        let pairs = (n * p) as usize;
+        let mut losses = vec![0f32; pairs];
+        let mut grads = vec![0f32; if with_grad { inputs.len() } else { 0 }];
+        for member in 0..p as usize {
+            if self.loaded != Some(member) {
+                self.workspace.set_params(&self.members[member]);
+                self.loaded = Some(member);
+            }
+            // Pair (i, member) is input row i * P + member.
+            let rows: Vec<i64> = (0..n).map(|i| i * p + member as i64).collect();
+            for chunk in rows.chunks(batch) {
+                if with_grad {
+                    self.workspace.input_grad(inputs, chunk, target, &mut losses, &mut grads);
+                } else {
+                    let scores = self.workspace.forward(inputs, chunk, None);
+                    for (&score, &row) in scores.iter().zip(chunk) {
+                        losses[row as usize] = (score - target) * (score - target);
+                    }
+                }
+            }
+        }
+        let loss = Tensor::from_slice(&losses).view([n, p]);
+        (loss, with_grad.then(|| Tensor::from_slice(&grads).view([n, p, d, t])))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +163,32 @@ mod tests {
         for (a, b) in [(&l1, &l2), (&g1, &g2), (&whole.loss(&x), &pieces.loss(&x))] {
             assert_eq!(a.size(), b.size());
             assert!(f64::try_from((a - b).abs().max()).unwrap() < 1e-5);
+        }
+    }
+
+    /// The hand-written kernels give the loss and input gradient libtorch's autograd gives.
+    #[test]
+    fn native_kernels_give_what_autograd_gives() {
+        for preset in ["paper", "quick"] {
+            let config = Config::load(&Sources { preset: preset.into(), ..Default::default() }).unwrap();
+            let arch = Architecture::new(&config.model, config.data.dims, config.data.length);
+            let weights: Vec<Tensor> = (0..2).map(|m| init::member_weights(&arch, 40 + m)).collect();
+            let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
+            let x = Tensor::randn([37, 2, arch.dims, arch.length], (Kind::Float, Device::Cpu));
+            let torch = Objective::new(&model, 10.0).with_kernels(Kernels::Libtorch);
+            let (l1, g1) = torch.loss_and_grad(&x);
+            // Whole passes of 32 signals and a short one; passes of 2 signals (4 rows).
+            for max_rows in [usize::MAX, 4] {
+                let native = Objective::new(&model, 10.0).with_max_rows(max_rows).with_kernels(Kernels::Native);
+                assert!(native.native.is_some() && torch.native.is_none());
+                let (l2, g2) = native.loss_and_grad(&x);
+                for (want, got) in [(&l1, &l2), (&g1, &g2), (&torch.loss(&x), &native.loss(&x))] {
+                    assert_eq!(want.size(), got.size());
+                    let scale = f64::try_from(want.abs().max()).unwrap();
+                    let diff = f64::try_from((want - got).abs().max()).unwrap();
+                    assert!(diff <= 1e-4 * scale, "{preset}, {max_rows} rows: {diff} of {scale}");
+                }
+            }
         }
     }
 }

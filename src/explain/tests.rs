@@ -18,23 +18,27 @@ fn ids(s: i64, p: i64) -> PairIds {
     PairIds { signals: Tensor::arange(s, (Kind::Int64, Device::Cpu)), members: Tensor::arange(p, (Kind::Int64, Device::Cpu)) }
 }
 
+/// With either kernels (libtorch's autograd, the hand-written CPU ones).
 #[test]
 fn input_gradient_matches_finite_differences() {
     let (config, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
-    let objective = Objective::new(&model, config.data.optimal_score);
-    let x = inputs(&arch, 1, 2).to_kind(Kind::Double).to_kind(Kind::Float);
-    let (_, grad) = objective.loss_and_grad(&x);
-    let h = 1e-2;
-    for &(p, d, t) in &[(0i64, 0i64, 10i64), (1, 1, 33), (0, 1, 50)] {
-        let bump = |sign: f64| {
-            let y = x.copy();
-            let _ = y.get(0).get(p).get(d).get(t).g_add_scalar_(sign * h);
-            f64::try_from(objective.loss(&y).get(0).get(p)).unwrap()
-        };
-        let numeric = (bump(1.0) - bump(-1.0)) / (2.0 * h);
-        let analytic = f64::try_from(grad.get(0).get(p).get(d).get(t)).unwrap();
-        assert!((numeric - analytic).abs() < 1e-2 * analytic.abs().max(1.0), "({p},{d},{t}): {numeric} vs {analytic}");
+    for kernels in [Kernels::Libtorch, Kernels::Native] {
+        let objective = Objective::new(&model, config.data.optimal_score).with_kernels(kernels);
+        let x = inputs(&arch, 1, 2).to_kind(Kind::Double).to_kind(Kind::Float);
+        let (_, grad) = objective.loss_and_grad(&x);
+        let h = 1e-2;
+        for &(p, d, t) in &[(0i64, 0i64, 10i64), (1, 1, 33), (0, 1, 50)] {
+            let bump = |sign: f64| {
+                let y = x.copy();
+                let _ = y.get(0).get(p).get(d).get(t).g_add_scalar_(sign * h);
+                f64::try_from(objective.loss(&y).get(0).get(p)).unwrap()
+            };
+            let numeric = (bump(1.0) - bump(-1.0)) / (2.0 * h);
+            let analytic = f64::try_from(grad.get(0).get(p).get(d).get(t)).unwrap();
+            let close = (numeric - analytic).abs() < 1e-2 * analytic.abs().max(1.0);
+            assert!(close, "{kernels:?} ({p},{d},{t}): {numeric} vs {analytic}");
+        }
     }
 }
 
@@ -56,14 +60,16 @@ fn packed_gradient_of_a_member_equals_its_gradient_alone() {
 fn integrated_gradients_are_complete() {
     let (config, arch, weights) = setup(2);
     let model = PackedCnn::from_members(&arch, &weights, Device::Cpu);
-    let objective = Objective::new(&model, config.data.optimal_score);
-    let x = inputs(&arch, 3, 2);
-    let ig = gradient::IntegratedGradients { steps: 256 };
-    let out = ig.attribute(&objective, &x, &ids(3, 2)).unwrap();
-    let expected = objective.loss(&x) - objective.loss(&x.zeros_like());
-    let gap = f64::try_from(out.completeness_gap.unwrap().max()).unwrap();
-    let scale = f64::try_from(expected.abs().max()).unwrap();
-    assert!(gap < 1e-2 * scale.max(1.0), "gap {gap} vs scale {scale}");
+    for kernels in [Kernels::Libtorch, Kernels::Native] {
+        let objective = Objective::new(&model, config.data.optimal_score).with_kernels(kernels);
+        let x = inputs(&arch, 3, 2);
+        let ig = gradient::IntegratedGradients { steps: 256 };
+        let out = ig.attribute(&objective, &x, &ids(3, 2)).unwrap();
+        let expected = objective.loss(&x) - objective.loss(&x.zeros_like());
+        let gap = f64::try_from(out.completeness_gap.unwrap().max()).unwrap();
+        let scale = f64::try_from(expected.abs().max()).unwrap();
+        assert!(gap < 1e-2 * scale.max(1.0), "{kernels:?}: gap {gap} vs scale {scale}");
+    }
 }
 
 #[test]

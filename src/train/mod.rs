@@ -5,7 +5,7 @@
 mod pack;
 pub mod plan;
 mod profile;
-pub mod step;
+mod step;
 
 use crate::cli::TrainArgs;
 use crate::config::{splitmix, Config};
@@ -34,7 +34,7 @@ pub struct TrainContext {
     pub train: Split,
     pub test: Split,
     /// Which kernels train on the CPU.
-    pub kernels: step::Kernels,
+    pub kernels: crate::model::native::host::Kernels,
 }
 
 impl TrainContext {
@@ -46,7 +46,7 @@ impl TrainContext {
             train: data::io::read_split(&run.split_path("train"))?,
             test: data::io::read_split(&run.split_path("test"))?,
             run: run.clone(),
-            kernels: step::Kernels::from_env(),
+            kernels: crate::model::native::host::Kernels::from_env(),
             config,
         })
     }

@@ -7,26 +7,10 @@ use super::pack::DeviceData;
 use super::plan::EpochPlan;
 use crate::farm::Worker;
 use crate::model::adam::Adam;
+use crate::model::native::host::{cpu_slice, cpu_slice_mut, Kernels};
 use crate::model::native::Workspace;
 use crate::model::{Architecture, PackedCnn};
 use tch::{Device, Kind, Tensor};
-
-/// Which kernels train a pack on the CPU: the hand-written ones by default, libtorch's with
-/// `AGRA_KERNELS=libtorch` (benchmarks, and a fallback). CUDA devices always use libtorch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernels {
-    Native,
-    Libtorch,
-}
-
-impl Kernels {
-    pub fn from_env() -> Kernels {
-        match std::env::var("AGRA_KERNELS").as_deref() {
-            Ok("libtorch") => Kernels::Libtorch,
-            _ => Kernels::Native,
-        }
-    }
-}
 
 pub trait Steps {
     /// Called once per epoch before its steps, with the epoch's plan.
@@ -57,15 +41,10 @@ pub fn for_worker(
     batch: usize,
 ) -> Box<dyn Steps> {
     let device = worker.device;
-    if kernels == Kernels::Native && device == Device::Cpu {
+    if kernels.native_on(device) {
         Box::new(NativeSteps::new(arch, members, batch, worker.threads))
     } else {
-        Box::new(TorchSteps {
-            device,
-            order: None,
-            masks: None,
-            sse: None,
-        })
+        Box::new(TorchSteps { device, order: None, masks: None, sse: None })
     }
 }
 
@@ -92,32 +71,21 @@ impl Steps for TorchSteps {
         start: usize,
         len: usize,
     ) {
-        let (order, masks) = (
-            self.order.as_ref().expect("begin_epoch first"),
-            self.masks.as_ref().expect("begin_epoch first"),
-        );
+        let (order, masks) =
+            (self.order.as_ref().expect("begin_epoch first"), self.masks.as_ref().expect("begin_epoch first"));
         let (p, len, arch) = (model.members, len as i64, &model.arch);
         let n = (plan.order.len() as i64) / p;
         let idx = order.narrow(0, start as i64 * p, len * p);
         // [len*P, dims, T] -> [len, P*dims, T]: position-major order puts member p's sample in
         // channels p*dims..(p+1)*dims, as the grouped convolution expects.
-        let x = data
-            .train_x
-            .index_select(0, &idx)
-            .view([len, p * arch.dims, arch.length]);
+        let x = data.train_x.index_select(0, &idx).view([len, p * arch.dims, arch.length]);
         // [len*P] -> [len, P] -> [P, len]
-        let y = data
-            .train_y
-            .index_select(0, &idx)
-            .view([len, p])
-            .transpose(0, 1);
+        let y = data.train_y.index_select(0, &idx).view([len, p]).transpose(0, 1);
         let mask = masks.view([p, n, arch.hidden]).narrow(1, start as i64, len);
         let sq = (model.forward(&x, Some(&mask)) - y).square();
         // Each member's loss is the mean over its batch; summing over members keeps every
         // member's gradient exactly its own.
-        sq.mean_dim(1, false, Kind::Float)
-            .sum(Kind::Float)
-            .backward();
+        sq.mean_dim(1, false, Kind::Float).sum(Kind::Float).backward();
         adam.step(&mut model.flat);
         let batch_sse = sq.detach().sum_dim_intlist(1, false, Kind::Float);
         self.sse = Some(match self.sse.take() {
@@ -183,23 +151,14 @@ impl NativeSteps {
                 done: Vec::new(),
             })
             .collect();
-        NativeSteps {
-            lanes,
-            batch,
-            grad,
-            sse: vec![0.0; members],
-        }
+        NativeSteps { lanes, batch, grad, sse: vec![0.0; members] }
     }
 
     /// Runs `work(lane, slot)` for every member slot, slot s on lane s % lanes, the lanes on
     /// threads of their own.
     fn each_member(&mut self, members: usize, work: impl Fn(&mut Lane, usize) + Sync) {
         let count = self.lanes.len();
-        let run = |(index, lane): (usize, &mut Lane)| {
-            (index..members)
-                .step_by(count)
-                .for_each(|slot| work(lane, slot))
-        };
+        let run = |(index, lane): (usize, &mut Lane)| (index..members).step_by(count).for_each(|slot| work(lane, slot));
         if count == 1 {
             return run((0, &mut self.lanes[0]));
         }
@@ -226,25 +185,17 @@ impl Steps for NativeSteps {
         let p = model.members as usize;
         let hidden = model.arch.hidden as usize;
         let n = plan.order.len() / p;
-        let (bank, scores, flat) = (
-            cpu_slice(&data.train_x),
-            cpu_slice(&data.train_y),
-            cpu_slice(&model.flat),
-        );
+        let (bank, scores, flat) = (cpu_slice(&data.train_x), cpu_slice(&data.train_y), cpu_slice(&model.flat));
         let blocks = Blocks::of(model);
         self.each_member(p, |lane, slot| {
             lane.samples.clear();
-            lane.samples
-                .extend((start..start + len).map(|i| plan.order[i * p + slot]));
+            lane.samples.extend((start..start + len).map(|i| plan.order[i * p + slot]));
             lane.targets.clear();
-            lane.targets
-                .extend(lane.samples.iter().map(|&s| scores[s as usize]));
+            lane.targets.extend(lane.samples.iter().map(|&s| scores[s as usize]));
             let masks = &plan.masks[(slot * n + start) * hidden..][..len * hidden];
             blocks.gather(flat, slot, &mut lane.params);
             lane.workspace.set_params(&lane.params);
-            let sse = lane
-                .workspace
-                .train_step(bank, &lane.samples, &lane.targets, masks);
+            let sse = lane.workspace.train_step(bank, &lane.samples, &lane.targets, masks);
             lane.done.push((slot, lane.workspace.grad.clone(), sse));
         });
         let grad = cpu_slice_mut(&mut self.grad);
@@ -264,11 +215,7 @@ impl Steps for NativeSteps {
     }
 
     fn test_sse(&mut self, model: &PackedCnn, data: &DeviceData) -> Tensor {
-        let (x, y, flat) = (
-            cpu_slice(&data.test_x),
-            cpu_slice(&data.test_y),
-            cpu_slice(&model.flat),
-        );
+        let (x, y, flat) = (cpu_slice(&data.test_x), cpu_slice(&data.test_y), cpu_slice(&model.flat));
         let all: Vec<i64> = (0..y.len() as i64).collect();
         let (batch, blocks) = (self.batch, Blocks::of(model));
         self.each_member(model.members as usize, |lane, slot| {
@@ -277,11 +224,7 @@ impl Steps for NativeSteps {
             let mut sse = 0.0f64;
             for chunk in all.chunks(batch) {
                 let scores = lane.workspace.forward(x, chunk, None);
-                sse += scores
-                    .iter()
-                    .zip(chunk)
-                    .map(|(&s, &i)| ((s - y[i as usize]) as f64).powi(2))
-                    .sum::<f64>();
+                sse += scores.iter().zip(chunk).map(|(&s, &i)| ((s - y[i as usize]) as f64).powi(2)).sum::<f64>();
             }
             lane.done.push((slot, Vec::new(), sse));
         });
@@ -301,14 +244,7 @@ struct Blocks(Vec<(usize, std::ops::Range<usize>)>);
 
 impl Blocks {
     fn of(model: &PackedCnn) -> Blocks {
-        Blocks(
-            model
-                .arch
-                .params
-                .iter()
-                .map(|spec| (model.block_start(spec), spec.member_range()))
-                .collect(),
-        )
+        Blocks(model.arch.params.iter().map(|spec| (model.block_start(spec), spec.member_range())).collect())
     }
 
     /// Member `slot`'s parameters out of `flat`, in `arch.params` order.
@@ -322,22 +258,7 @@ impl Blocks {
     /// The inverse of `gather`: a member's vector into its places in `flat`.
     fn scatter(&self, member: &[f32], flat: &mut [f32], slot: usize) {
         for (start, range) in &self.0 {
-            flat[start + slot * range.len()..][..range.len()]
-                .copy_from_slice(&member[range.clone()]);
+            flat[start + slot * range.len()..][..range.len()].copy_from_slice(&member[range.clone()]);
         }
     }
-}
-
-/// A contiguous CPU float tensor's elements, borrowed.
-fn cpu_slice(t: &Tensor) -> &[f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    // SAFETY: checked above that the storage holds numel contiguous f32 on the host; the slice
-    // borrows the tensor, and nothing writes to it while the slice lives.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
-}
-
-fn cpu_slice_mut(t: &mut Tensor) -> &mut [f32] {
-    assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    // SAFETY: as in cpu_slice, and the tensor is borrowed mutably for the slice's life.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
 }

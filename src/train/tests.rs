@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::Sources;
 use crate::farm::Worker;
-use step::Kernels;
+use crate::model::native::host::Kernels;
 use tch::Device;
 
 fn context(sets: &[&str]) -> (tempfile::TempDir, TrainContext) {

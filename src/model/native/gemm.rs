@@ -26,12 +26,7 @@ pub struct Strided<'a> {
 impl<'a> Strided<'a> {
     /// A row-major matrix with `cols` columns starting at `offset`.
     pub fn rows(data: &'a [f32], offset: usize, cols: usize) -> Strided<'a> {
-        Strided {
-            data,
-            offset,
-            rs: cols,
-            cs: 1,
-        }
+        Strided { data, offset, rs: cols, cs: 1 }
     }
 
     fn last_index(&self, rows: usize, cols: usize) -> usize {
@@ -64,14 +59,8 @@ pub fn gemm(
     }
     // The kernels below index through raw pointers: every access is inside these bounds.
     assert!(a.last_index(m, k) < a.data.len(), "gemm: A out of bounds");
-    assert!(
-        b.cs == 1 && b.last_index(k, n) < b.data.len(),
-        "gemm: B out of bounds"
-    );
-    assert!(
-        c_offset + (m - 1) * crs + n <= c.len(),
-        "gemm: C out of bounds"
-    );
+    assert!(b.cs == 1 && b.last_index(k, n) < b.data.len(), "gemm: B out of bounds");
+    assert!(c_offset + (m - 1) * crs + n <= c.len(), "gemm: C out of bounds");
     let fma = has_fma();
     let cp = c[c_offset..].as_mut_ptr();
     for l0 in (0..k).step_by(KC) {
@@ -115,18 +104,23 @@ struct Tile {
 impl Tile {
     unsafe fn run(&self, mr: usize, nr: usize, fma: bool) {
         #[cfg(target_arch = "x86_64")]
-        if fma && nr == NR {
-            return match mr {
-                6 => self.avx2::<6>(),
-                5 => self.avx2::<5>(),
-                4 => self.avx2::<4>(),
-                3 => self.avx2::<3>(),
-                2 => self.avx2::<2>(),
-                _ => self.avx2::<1>(),
-            };
+        if fma {
+            return if nr == NR { self.avx2_rows::<true>(mr, nr) } else { self.avx2_rows::<false>(mr, nr) };
         }
         let _ = fma;
         self.portable(mr, nr)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_rows<const FULL: bool>(&self, mr: usize, nr: usize) {
+        match mr {
+            6 => self.avx2::<6, FULL>(nr),
+            5 => self.avx2::<5, FULL>(nr),
+            4 => self.avx2::<4, FULL>(nr),
+            3 => self.avx2::<3, FULL>(nr),
+            2 => self.avx2::<2, FULL>(nr),
+            _ => self.avx2::<1, FULL>(nr),
+        }
     }
 
     /// Any tile, in plain Rust (the edges, and CPUs without AVX2 and FMA).
@@ -149,14 +143,28 @@ impl Tile {
         }
     }
 
+    /// R rows of A against 16 columns of B; with `FULL` false only the first `nr` columns
+    /// are read and written (masked loads and stores, so nothing past the matrix is touched).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<const R: usize>(&self) {
+    unsafe fn avx2<const R: usize, const FULL: bool>(&self, nr: usize) {
         use std::arch::x86_64::*;
+        let live = _mm256_set1_epi32(nr as i32);
+        let masks = [
+            _mm256_cmpgt_epi32(live, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+            _mm256_cmpgt_epi32(live, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)),
+        ];
+        let load = |p: *const f32, half: usize| {
+            if FULL {
+                _mm256_loadu_ps(p.add(8 * half))
+            } else {
+                _mm256_maskload_ps(p.add(8 * half), masks[half])
+            }
+        };
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for l in 0..self.kc {
             let b = self.b.add(l * self.brs);
-            let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
+            let (b0, b1) = (load(b, 0), load(b, 1));
             let a = self.a.add(l * self.acs);
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.add(i * self.ars));
@@ -166,19 +174,24 @@ impl Tile {
         }
         for (i, row) in acc.iter().enumerate() {
             let c = self.c.add(i * self.crs);
-            let (mut r0, mut r1) = (row[0], row[1]);
-            if self.acc {
-                r0 = _mm256_add_ps(_mm256_loadu_ps(c), r0);
-                r1 = _mm256_add_ps(_mm256_loadu_ps(c.add(8)), r1);
+            for (half, &r) in row.iter().enumerate() {
+                let r = if self.acc { _mm256_add_ps(load(c, half), r) } else { r };
+                if FULL {
+                    _mm256_storeu_ps(c.add(8 * half), r);
+                } else {
+                    _mm256_maskstore_ps(c.add(8 * half), masks[half], r);
+                }
             }
-            _mm256_storeu_ps(c, r0);
-            _mm256_storeu_ps(c.add(8), r1);
         }
     }
 }
 
 /// Whether the AVX2 + FMA tiles can run (std caches the CPUID query).
 pub fn has_fma() -> bool {
+    #[cfg(test)]
+    if tests::PORTABLE_ONLY.with(std::cell::Cell::get) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -205,36 +218,31 @@ mod tests {
     }
 
     fn values(len: usize, salt: u64) -> Vec<f32> {
-        (0..len as u64)
-            .map(|i| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
+        (0..len as u64).map(|i| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0).collect()
     }
 
-    /// Shapes that hit full tiles, every edge, several k-blocks and overlapping rows of A.
+    thread_local! {
+        /// Set by a test to run the plain-Rust tiles on a CPU that has AVX2 and FMA.
+        pub static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Shapes that hit full tiles, every edge, several k-blocks and overlapping rows of A; with
+    /// the AVX2 tiles (where the CPU has them) and with the plain-Rust ones.
     #[test]
     fn matches_the_naive_product_on_edges_strides_and_overlapping_rows() {
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (6, 16, 5),
-            (13, 33, 300),
-            (7, 16, 600),
-            (40, 20, 3),
-        ] {
+        for portable in [false, true] {
+            PORTABLE_ONLY.with(|p| p.set(portable));
+            products_match_the_naive_one();
+        }
+    }
+
+    fn products_match_the_naive_one() {
+        for &(m, n, k) in &[(1, 1, 1), (6, 16, 5), (13, 33, 300), (7, 16, 600), (40, 20, 3)] {
             let x = values(m * 3 + k + 8, 1);
             // Overlapping rows: row i starts 3 floats after row i-1, like a convolution's windows.
-            let a = Strided {
-                data: &x,
-                offset: 2,
-                rs: 3,
-                cs: 1,
-            };
+            let a = Strided { data: &x, offset: 2, rs: 3, cs: 1 };
             let y = values(k * n + 5, 7);
-            let b = Strided {
-                data: &y,
-                offset: 5,
-                rs: n,
-                cs: 1,
-            };
+            let b = Strided { data: &y, offset: 5, rs: n, cs: 1 };
             let want = naive(m, n, k, a, b);
             let mut c = vec![0.5f32; m * (n + 2) + 1];
             gemm(m, n, k, a, b, &mut c, 1, n + 2, true);
@@ -249,12 +257,7 @@ mod tests {
                 }
             }
             // Transposed A (column stride > row stride), overwriting C.
-            let at = Strided {
-                data: &x,
-                offset: 0,
-                rs: 1,
-                cs: m,
-            };
+            let at = Strided { data: &x, offset: 0, rs: 1, cs: m };
             let x_len_needed = m * k;
             if x_len_needed <= x.len() {
                 let want = naive(m, n, k, at, b);
@@ -272,17 +275,7 @@ mod tests {
         let y = values(160 * 32, 9);
         let run = || {
             let mut c = vec![0.0f32; 64 * 32];
-            gemm(
-                64,
-                32,
-                160,
-                Strided::rows(&x, 0, 160),
-                Strided::rows(&y, 0, 32),
-                &mut c,
-                0,
-                32,
-                false,
-            );
+            gemm(64, 32, 160, Strided::rows(&x, 0, 160), Strided::rows(&y, 0, 32), &mut c, 0, 32, false);
             c
         };
         assert_eq!(run(), run());

@@ -14,6 +14,7 @@
 //! the gradient), and deterministic: a member's result does not depend on its pack.
 
 pub mod gemm;
+pub mod host;
 #[cfg(test)]
 mod tests;
 
@@ -62,6 +63,13 @@ struct Layer {
     dw: Vec<f32>,
 }
 
+/// What a backward pass is for: training (the weights' gradient) or explain (the input's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Weights,
+    Input,
+}
+
 /// Everything one member's step needs, sized for batches of up to `capacity` samples.
 pub struct Workspace {
     arch: Architecture,
@@ -95,13 +103,7 @@ impl Workspace {
         let mut c_in = arch.dims as usize;
         let mut layers = Vec::new();
         for &c_out in &arch.channels {
-            let conv = Conv {
-                c_in,
-                c_out: c_out as usize,
-                t,
-                k,
-                pad,
-            };
+            let conv = Conv { c_in, c_out: c_out as usize, t, k, pad };
             let rows = capacity * conv.seg();
             layers.push(Layer {
                 conv,
@@ -167,11 +169,7 @@ impl Workspace {
     /// [samples, hidden] are the dropout masks (scaled), None in evaluation.
     pub fn forward(&mut self, bank: &[f32], samples: &[i64], masks: Option<&[f32]>) -> &[f32] {
         let b = samples.len();
-        assert!(
-            b <= self.capacity,
-            "batch of {b} over the workspace's {}",
-            self.capacity
-        );
+        assert!(b <= self.capacity, "batch of {b} over the workspace's {}", self.capacity);
         self.load_inputs(bank, samples);
         let last = self.layers.len() - 1;
         for l in 0..=last {
@@ -191,14 +189,7 @@ impl Workspace {
                 false,
             );
             match hi.first_mut() {
-                Some(next) => pool_relu(
-                    &layer.y,
-                    layer.conv,
-                    b,
-                    next.conv.seg(),
-                    next.conv.pad,
-                    &mut next.x,
-                ),
+                Some(next) => pool_relu(&layer.y, layer.conv, b, next.conv.seg(), next.conv.pad, &mut next.x),
                 None => pool_relu(&layer.y, layer.conv, b, layer.conv.t / 2, 0, &mut self.last),
             }
         }
@@ -236,16 +227,9 @@ impl Workspace {
 
     /// One step's loss and gradient: forward with dropout, then backward of the batch's mean
     /// squared error into `self.grad`. Returns the batch's sum of squared errors.
-    pub fn train_step(
-        &mut self,
-        bank: &[f32],
-        samples: &[i64],
-        targets: &[f32],
-        masks: &[f32],
-    ) -> f64 {
+    pub fn train_step(&mut self, bank: &[f32], samples: &[i64], targets: &[f32], masks: &[f32]) -> f64 {
         let b = samples.len();
         self.forward(bank, samples, Some(masks));
-        let hd = self.hidden;
         let mut sse = 0.0f64;
         // d(mean of err^2)/d score = 2 err / b; kept in `scores` (the forward's are used up).
         for s in 0..b {
@@ -253,51 +237,60 @@ impl Workspace {
             sse += (err as f64) * (err as f64);
             self.scores[s] = 2.0 * err / b as f32;
         }
-        let fc2_offset = self.arch.params[5].member_range().start;
-        let fc1_offset = self.arch.params[4].member_range().start;
-        for j in 0..hd {
-            self.grad[fc2_offset + j] = (0..b).map(|s| self.z[s * hd + j] * self.scores[s]).sum();
+        self.backward(b, Some(masks), Wanted::Weights);
+        sse
+    }
+
+    /// Explain's objective, L = (f(x) - target)^2 without dropout, and its input gradient, for
+    /// `samples` of `inputs` ([n, dims, length]); sample i's loss and gradient are written to
+    /// `losses[i]` and `grads[i]` (laid out like `inputs`).
+    pub fn input_grad(&mut self, inputs: &[f32], samples: &[i64], target: f32, losses: &mut [f32], grads: &mut [f32]) {
+        let b = samples.len();
+        self.forward(inputs, samples, None);
+        for s in 0..b {
+            let err = self.scores[s] - target;
+            losses[samples[s] as usize] = err * err;
+            self.scores[s] = 2.0 * err;
+        }
+        self.backward(b, None, Wanted::Input);
+        let first = &self.layers[0];
+        let Conv { c_in: dims, t, pad, .. } = first.conv;
+        for (s, &sample) in samples.iter().enumerate() {
+            let src = &first.dx[(s * first.conv.seg() + pad) * dims..][..t * dims];
+            let dst = &mut grads[sample as usize * dims * t..][..dims * t];
+            for c in 0..dims {
+                for i in 0..t {
+                    dst[c * t + i] = src[i * dims + c];
+                }
+            }
+        }
+    }
+
+    /// Back from d(loss)/d(score) of the `b` samples (in `scores`) to the weights' gradient
+    /// (`grad`) or to the first layer's input (`layers[0].dx`).
+    fn backward(&mut self, b: usize, masks: Option<&[f32]>, wanted: Wanted) {
+        let hd = self.hidden;
+        let weights = wanted == Wanted::Weights;
+        let fc2 = self.arch.params[5].member_range().start;
+        if weights {
+            for j in 0..hd {
+                self.grad[fc2 + j] = (0..b).map(|s| self.z[s * hd + j] * self.scores[s]).sum();
+            }
         }
         for s in 0..b {
             for j in 0..hd {
                 let i = s * hd + j;
-                let through = self.h[i] > 0.0;
-                self.dh[i] = if through {
-                    self.scores[s] * self.params[fc2_offset + j] * masks[i]
-                } else {
-                    0.0
-                };
+                let kept = masks.map_or(1.0, |m| m[i]);
+                self.dh[i] = if self.h[i] > 0.0 { self.scores[s] * self.params[fc2 + j] * kept } else { 0.0 };
             }
         }
         let f = self.features;
-        let feat_t = Strided {
-            data: &self.feat,
-            offset: 0,
-            rs: 1,
-            cs: f,
-        };
-        gemm(
-            f,
-            hd,
-            b,
-            feat_t,
-            Strided::rows(&self.dh, 0, hd),
-            &mut self.grad,
-            fc1_offset,
-            hd,
-            false,
-        );
-        gemm(
-            b,
-            f,
-            hd,
-            Strided::rows(&self.dh, 0, hd),
-            Strided::rows(&self.fc1_t, 0, f),
-            &mut self.dfeat,
-            0,
-            f,
-            false,
-        );
+        if weights {
+            let feat_t = Strided { data: &self.feat, offset: 0, rs: 1, cs: f };
+            let fc1 = self.arch.params[4].member_range().start;
+            gemm(f, hd, b, feat_t, Strided::rows(&self.dh, 0, hd), &mut self.grad, fc1, hd, false);
+        }
+        gemm(b, f, hd, Strided::rows(&self.dh, 0, hd), Strided::rows(&self.fc1_t, 0, f), &mut self.dfeat, 0, f, false);
         let c_last = self.layers[self.layers.len() - 1].conv.c_out;
         transpose_samples(&self.dfeat, &mut self.dlast, b, c_last, f / c_last);
 
@@ -305,58 +298,22 @@ impl Workspace {
             let (lo, hi) = self.layers.split_at_mut(l + 1);
             let layer = &mut lo[l];
             match hi.first() {
-                Some(next) => {
-                    pool_relu_backward(layer, b, next.conv.seg(), next.conv.pad, &next.x, &next.dx)
-                }
+                Some(next) => pool_relu_backward(layer, b, next.conv.seg(), next.conv.pad, &next.x, &next.dx),
                 None => pool_relu_backward(layer, b, layer.conv.t / 2, 0, &self.last, &self.dlast),
             }
-            let Conv {
-                c_in,
-                c_out,
-                k,
-                pad,
-                ..
-            } = layer.conv;
-            let rows = layer.conv.rows(b);
-            let x_t = Strided {
-                data: &layer.x,
-                offset: 0,
-                rs: 1,
-                cs: c_in,
-            };
-            let dy = Strided {
-                data: &layer.dy,
-                offset: 2 * pad * c_out,
-                rs: c_out,
-                cs: 1,
-            };
-            gemm(
-                k * c_in,
-                c_out,
-                rows,
-                x_t,
-                dy,
-                &mut layer.dw,
-                0,
-                c_out,
-                false,
-            );
-            if l > 0 {
+            let Conv { c_in, c_out, k, pad, .. } = layer.conv;
+            if l > 0 || !weights {
                 // Window q of the zero-led dy holds the rows dx[q] draws from.
-                gemm(
-                    b * layer.conv.seg(),
-                    c_in,
-                    k * c_out,
-                    Strided::rows(&layer.dy, 0, c_out),
-                    Strided::rows(&layer.w_flip, 0, c_in),
-                    &mut layer.dx,
-                    0,
-                    c_in,
-                    false,
-                );
+                let (dy, w_flip) = (Strided::rows(&layer.dy, 0, c_out), Strided::rows(&layer.w_flip, 0, c_in));
+                gemm(b * layer.conv.seg(), c_in, k * c_out, dy, w_flip, &mut layer.dx, 0, c_in, false);
             }
-            let spec = &self.arch.params[l];
-            let g = &mut self.grad[spec.member_range()];
+            if !weights {
+                continue;
+            }
+            let x_t = Strided { data: &layer.x, offset: 0, rs: 1, cs: c_in };
+            let dy = Strided { data: &layer.dy, offset: 2 * pad * c_out, rs: c_out, cs: 1 };
+            gemm(k * c_in, c_out, layer.conv.rows(b), x_t, dy, &mut layer.dw, 0, c_out, false);
+            let g = &mut self.grad[self.arch.params[l].member_range()];
             for o in 0..c_out {
                 for c in 0..c_in {
                     for kk in 0..k {
@@ -365,15 +322,12 @@ impl Workspace {
                 }
             }
         }
-        sse
     }
 
     /// Copies the samples into the first layer's padded rows (channels innermost).
     fn load_inputs(&mut self, bank: &[f32], samples: &[i64]) {
         let first = &mut self.layers[0];
-        let Conv {
-            c_in: dims, t, pad, ..
-        } = first.conv;
+        let Conv { c_in: dims, t, pad, .. } = first.conv;
         let seg = first.conv.seg();
         for (s, &sample) in samples.iter().enumerate() {
             let src = &bank[sample as usize * dims * t..][..dims * t];
@@ -420,14 +374,7 @@ fn pool_relu(y: &[f32], conv: Conv, b: usize, seg: usize, pad: usize, out: &mut 
 /// The pooled values' gradient back to the rows that won the max (where the ReLU let it
 /// through), into `layer.dy`; the other row of each pair gets zero. `pooled` and `grad` are
 /// laid out as `pool_relu` wrote.
-fn pool_relu_backward(
-    layer: &mut Layer,
-    b: usize,
-    seg: usize,
-    pad: usize,
-    pooled: &[f32],
-    grad: &[f32],
-) {
+fn pool_relu_backward(layer: &mut Layer, b: usize, seg: usize, pad: usize, pooled: &[f32], grad: &[f32]) {
     let conv = layer.conv;
     let c = conv.c_out;
     let base = 2 * conv.pad * c;
@@ -439,9 +386,7 @@ fn pool_relu_backward(
             let at = (s * seg + pad + i) * c;
             let (p, g) = (&pooled[at..at + c], &grad[at..at + c]);
             let dst = d_even.iter_mut().zip(d_odd.iter_mut());
-            for (((de, dd), (&e, &o)), (&p, &g)) in
-                dst.zip(even.iter().zip(odd)).zip(p.iter().zip(g))
-            {
+            for (((de, dd), (&e, &o)), (&p, &g)) in dst.zip(even.iter().zip(odd)).zip(p.iter().zip(g)) {
                 let g = if p > 0.0 { g } else { 0.0 };
                 let odd_wins = o > e;
                 *de = if odd_wins { 0.0 } else { g };
@@ -453,11 +398,7 @@ fn pool_relu_backward(
 
 /// Per sample, a [rows, cols] block of `src` into [cols, rows] in `dst`.
 fn transpose_samples(src: &[f32], dst: &mut [f32], b: usize, rows: usize, cols: usize) {
-    for (s, d) in src
-        .chunks_exact(rows * cols)
-        .zip(dst.chunks_exact_mut(rows * cols))
-        .take(b)
-    {
+    for (s, d) in src.chunks_exact(rows * cols).zip(dst.chunks_exact_mut(rows * cols)).take(b) {
         for r in 0..rows {
             for c in 0..cols {
                 d[c * rows + r] = s[r * cols + c];

@@ -4,11 +4,7 @@ use crate::model::{init, PackedCnn};
 use tch::{Device, Kind, Tensor};
 
 fn arch(preset: &str) -> Architecture {
-    let c = Config::load(&Sources {
-        preset: preset.into(),
-        ..Default::default()
-    })
-    .unwrap();
+    let c = Config::load(&Sources { preset: preset.into(), ..Default::default() }).unwrap();
     Architecture::new(&c.model, c.data.dims, c.data.length)
 }
 
@@ -18,14 +14,8 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
-    assert!(
-        diff <= 1e-4 * scale,
-        "{what}: max difference {diff} of {scale}"
-    );
+    let diff = got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    assert!(diff <= 1e-4 * scale, "{what}: max difference {diff} of {scale}");
 }
 
 /// Two members, each with its own samples, targets and dropout masks: the hand-written step
@@ -37,51 +27,29 @@ fn the_step_matches_autograd_on_the_packed_model() {
     for preset in ["paper", "quick"] {
         let a = arch(preset);
         let (p, n, h) = (2usize, 7i64, a.hidden);
-        let members: Vec<Tensor> = (0..p as u64)
-            .map(|s| init::member_weights(&a, 300 + s))
-            .collect();
+        let members: Vec<Tensor> = (0..p as u64).map(|s| init::member_weights(&a, 300 + s)).collect();
         let bank = Tensor::randn([n, a.dims, a.length], (Kind::Float, Device::Cpu));
         let bank_v = to_vec(&bank);
         let mut ws = Workspace::new(&a, 5);
         for b in [5usize, 3] {
-            let samples: Vec<Vec<i64>> = (0..p)
-                .map(|m| {
-                    (0..b as i64)
-                        .map(|i| (i * 3 + m as i64 * 2 + b as i64) % n)
-                        .collect()
-                })
-                .collect();
+            let samples: Vec<Vec<i64>> =
+                (0..p).map(|m| (0..b as i64).map(|i| (i * 3 + m as i64 * 2 + b as i64) % n).collect()).collect();
             let targets = Tensor::rand([p as i64, b as i64], (Kind::Float, Device::Cpu)) * 3 + 8;
-            let masks = Tensor::rand([p as i64, b as i64, h], (Kind::Float, Device::Cpu))
-                .ge(0.2)
-                .to_kind(Kind::Float)
-                * 1.25;
+            let masks =
+                Tensor::rand([p as i64, b as i64, h], (Kind::Float, Device::Cpu)).ge(0.2).to_kind(Kind::Float) * 1.25;
 
             let model = PackedCnn::from_members(&a, &members, Device::Cpu);
             // [B, P*dims, T]: member m's sample in channels m*dims..(m+1)*dims.
-            let rows: Vec<i64> = (0..b)
-                .flat_map(|i| (0..p).map(move |m| (i, m)))
-                .map(|(i, m)| samples[m][i])
-                .collect();
-            let x = bank.index_select(0, &Tensor::from_slice(&rows)).view([
-                b as i64,
-                p as i64 * a.dims,
-                a.length,
-            ]);
+            let rows: Vec<i64> = (0..b).flat_map(|i| (0..p).map(move |m| (i, m))).map(|(i, m)| samples[m][i]).collect();
+            let x = bank.index_select(0, &Tensor::from_slice(&rows)).view([b as i64, p as i64 * a.dims, a.length]);
             let sq = (model.forward(&x, Some(&masks)) - &targets).square();
-            sq.mean_dim(1, false, Kind::Float)
-                .sum(Kind::Float)
-                .backward();
+            sq.mean_dim(1, false, Kind::Float).sum(Kind::Float).backward();
             let grad = model.flat.grad();
 
             for m in 0..p {
                 ws.set_params(&to_vec(&members[m]));
-                let sse = ws.train_step(
-                    &bank_v,
-                    &samples[m],
-                    &to_vec(&targets.get(m as i64)),
-                    &to_vec(&masks.get(m as i64)),
-                );
+                let sse =
+                    ws.train_step(&bank_v, &samples[m], &to_vec(&targets.get(m as i64)), &to_vec(&masks.get(m as i64)));
                 let want_sse = f64::try_from(sq.get(m as i64).sum(Kind::Float)).unwrap();
                 assert!(
                     (sse - want_sse).abs() <= 1e-4 * want_sse.max(1.0),
@@ -94,11 +62,7 @@ fn the_step_matches_autograd_on_the_packed_model() {
                 );
                 let scores = ws.forward(&bank_v, &samples[m], None).to_vec();
                 let want = tch::no_grad(|| model.forward(&x, None).get(m as i64));
-                assert_close(
-                    &scores,
-                    &to_vec(&want),
-                    &format!("{preset} b={b} member {m} scores"),
-                );
+                assert_close(&scores, &to_vec(&want), &format!("{preset} b={b} member {m} scores"));
             }
         }
     }
@@ -108,10 +72,7 @@ fn the_step_matches_autograd_on_the_packed_model() {
 fn equal_steps_give_identical_bits_and_nan_weights_a_nan_loss() {
     let a = arch("quick");
     let w = to_vec(&init::member_weights(&a, 9));
-    let bank = to_vec(&Tensor::randn(
-        [4, a.dims, a.length],
-        (Kind::Float, Device::Cpu),
-    ));
+    let bank = to_vec(&Tensor::randn([4, a.dims, a.length], (Kind::Float, Device::Cpu)));
     let masks = vec![1.25f32; 3 * a.hidden as usize];
     let step = |w: &[f32]| {
         let mut ws = Workspace::new(&a, 3);

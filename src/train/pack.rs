@@ -94,7 +94,7 @@ pub fn train_pack(
     let mut plan = epoch_plan(&seeds, start_epoch, &spec);
     let mut writing: Option<std::thread::JoinHandle<Result<()>>> = None;
     let mut profile = Profile::from_env(device);
-    let mut steps = step::for_worker(ctx.kernels, worker, arch, members.len(), bs);
+    let mut steps = step::for_worker(ctx.kernels, worker, arch, members.len());
     for epoch in start_epoch..cfg.epochs {
         for (i, m) in members.iter().enumerate() {
             if inject == Some((m.member, epoch)) && m.attempt == 0 {

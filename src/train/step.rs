@@ -33,16 +33,10 @@ pub trait Steps {
     fn test_sse(&mut self, model: &PackedCnn, data: &DeviceData) -> Tensor;
 }
 
-pub fn for_worker(
-    kernels: Kernels,
-    worker: &Worker,
-    arch: &Architecture,
-    members: usize,
-    batch: usize,
-) -> Box<dyn Steps> {
+pub fn for_worker(kernels: Kernels, worker: &Worker, arch: &Architecture, members: usize) -> Box<dyn Steps> {
     let device = worker.device;
     if kernels.native_on(device) {
-        Box::new(NativeSteps::new(arch, members, batch, worker.threads))
+        Box::new(NativeSteps::new(arch, members, worker.threads))
     } else {
         Box::new(TorchSteps { device, order: None, masks: None, sse: None })
     }
@@ -123,11 +117,15 @@ impl Steps for TorchSteps {
 /// numbers do not depend on which thread or workspace computed them.
 struct NativeSteps {
     lanes: Vec<Lane>,
-    batch: usize,
     /// The pack's gradient, laid out like `flat`.
     grad: Tensor,
     sse: Vec<f64>,
 }
+
+/// Samples per forward/backward slice of a step, whatever `train.batch_size`: bounds the
+/// workspace (about 4 MB for the paper's network). Slices of 4, 8, 16 and 32 trained within
+/// the noise of each other on the 2-core CPU (docs/BENCHMARKS.md).
+const SLICE: usize = 32;
 
 /// One thread's workspace and the members' vectors it gathers and produces.
 struct Lane {
@@ -140,18 +138,18 @@ struct Lane {
 }
 
 impl NativeSteps {
-    fn new(arch: &Architecture, members: usize, batch: usize, threads: usize) -> NativeSteps {
+    fn new(arch: &Architecture, members: usize, threads: usize) -> NativeSteps {
         let grad = Tensor::zeros([members as i64 * arch.numel()], (Kind::Float, Device::Cpu));
         let lanes = (0..threads.clamp(1, members))
             .map(|_| Lane {
-                workspace: Workspace::new(arch, batch),
+                workspace: Workspace::new(arch, SLICE),
                 params: Vec::new(),
                 samples: Vec::new(),
                 targets: Vec::new(),
                 done: Vec::new(),
             })
             .collect();
-        NativeSteps { lanes, batch, grad, sse: vec![0.0; members] }
+        NativeSteps { lanes, grad, sse: vec![0.0; members] }
     }
 
     /// Runs `work(lane, slot)` for every member slot, slot s on lane s % lanes, the lanes on
@@ -217,12 +215,12 @@ impl Steps for NativeSteps {
     fn test_sse(&mut self, model: &PackedCnn, data: &DeviceData) -> Tensor {
         let (x, y, flat) = (cpu_slice(&data.test_x), cpu_slice(&data.test_y), cpu_slice(&model.flat));
         let all: Vec<i64> = (0..y.len() as i64).collect();
-        let (batch, blocks) = (self.batch, Blocks::of(model));
+        let blocks = Blocks::of(model);
         self.each_member(model.members as usize, |lane, slot| {
             blocks.gather(flat, slot, &mut lane.params);
             lane.workspace.set_params(&lane.params);
             let mut sse = 0.0f64;
-            for chunk in all.chunks(batch) {
+            for chunk in all.chunks(SLICE) {
                 let scores = lane.workspace.forward(x, chunk, None);
                 sse += scores.iter().zip(chunk).map(|(&s, &i)| ((s - y[i as usize]) as f64).powi(2)).sum::<f64>();
             }

@@ -63,10 +63,11 @@ struct Layer {
     dw: Vec<f32>,
 }
 
-/// What a backward pass is for: training (the weights' gradient) or explain (the input's).
+/// What a backward pass is for: training (the weights' gradient, added to the last one's with
+/// `accumulate`) or explain (the input's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wanted {
-    Weights,
+    Weights { accumulate: bool },
     Input,
 }
 
@@ -227,17 +228,24 @@ impl Workspace {
 
     /// One step's loss and gradient: forward with dropout, then backward of the batch's mean
     /// squared error into `self.grad`. Returns the batch's sum of squared errors.
+    /// The batch goes through in slices of `capacity` samples, forward and backward each, their
+    /// weight gradients summed: a slice's activations stay in cache where a whole batch's
+    /// would not.
     pub fn train_step(&mut self, bank: &[f32], samples: &[i64], targets: &[f32], masks: &[f32]) -> f64 {
-        let b = samples.len();
-        self.forward(bank, samples, Some(masks));
+        let (b, hd) = (samples.len(), self.hidden);
         let mut sse = 0.0f64;
-        // d(mean of err^2)/d score = 2 err / b; kept in `scores` (the forward's are used up).
-        for s in 0..b {
-            let err = self.scores[s] - targets[s];
-            sse += (err as f64) * (err as f64);
-            self.scores[s] = 2.0 * err / b as f32;
+        for (i, start) in (0..b).step_by(self.capacity).enumerate() {
+            let len = self.capacity.min(b - start);
+            let slice_masks = &masks[start * hd..(start + len) * hd];
+            self.forward(bank, &samples[start..start + len], Some(slice_masks));
+            // d(mean of err^2)/d score = 2 err / b; kept in `scores` (the forward's are used up).
+            for s in 0..len {
+                let err = self.scores[s] - targets[start + s];
+                sse += (err as f64) * (err as f64);
+                self.scores[s] = 2.0 * err / b as f32;
+            }
+            self.backward(len, Some(slice_masks), Wanted::Weights { accumulate: i > 0 });
         }
-        self.backward(b, Some(masks), Wanted::Weights);
         sse
     }
 
@@ -270,11 +278,15 @@ impl Workspace {
     /// (`grad`) or to the first layer's input (`layers[0].dx`).
     fn backward(&mut self, b: usize, masks: Option<&[f32]>, wanted: Wanted) {
         let hd = self.hidden;
-        let weights = wanted == Wanted::Weights;
+        let (weights, accumulate) = match wanted {
+            Wanted::Weights { accumulate } => (true, accumulate),
+            Wanted::Input => (false, false),
+        };
         let fc2 = self.arch.params[5].member_range().start;
         if weights {
             for j in 0..hd {
-                self.grad[fc2 + j] = (0..b).map(|s| self.z[s * hd + j] * self.scores[s]).sum();
+                let g: f32 = (0..b).map(|s| self.z[s * hd + j] * self.scores[s]).sum();
+                self.grad[fc2 + j] = if accumulate { self.grad[fc2 + j] + g } else { g };
             }
         }
         for s in 0..b {
@@ -288,7 +300,7 @@ impl Workspace {
         if weights {
             let feat_t = Strided { data: &self.feat, offset: 0, rs: 1, cs: f };
             let fc1 = self.arch.params[4].member_range().start;
-            gemm(f, hd, b, feat_t, Strided::rows(&self.dh, 0, hd), &mut self.grad, fc1, hd, false);
+            gemm(f, hd, b, feat_t, Strided::rows(&self.dh, 0, hd), &mut self.grad, fc1, hd, accumulate);
         }
         gemm(b, f, hd, Strided::rows(&self.dh, 0, hd), Strided::rows(&self.fc1_t, 0, f), &mut self.dfeat, 0, f, false);
         let c_last = self.layers[self.layers.len() - 1].conv.c_out;
@@ -312,7 +324,7 @@ impl Workspace {
             }
             let x_t = Strided { data: &layer.x, offset: 0, rs: 1, cs: c_in };
             let dy = Strided { data: &layer.dy, offset: 2 * pad * c_out, rs: c_out, cs: 1 };
-            gemm(k * c_in, c_out, layer.conv.rows(b), x_t, dy, &mut layer.dw, 0, c_out, false);
+            gemm(k * c_in, c_out, layer.conv.rows(b), x_t, dy, &mut layer.dw, 0, c_out, accumulate);
             let g = &mut self.grad[self.arch.params[l].member_range()];
             for o in 0..c_out {
                 for c in 0..c_in {

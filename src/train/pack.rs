@@ -104,7 +104,8 @@ pub fn train_pack(
         adam.params.lr = learning_rate(cfg, epoch);
         steps.begin_epoch(&plan);
         for start in (0..n).step_by(bs) {
-            steps.step(&mut model, &mut adam, &data, &plan, start, bs.min(n - start));
+            let batch = step::Batch { data: &data, plan: &plan, start, len: bs.min(n - start) };
+            steps.step(&mut model, &mut adam, batch);
         }
         profile.lap(Phase::Steps);
         let test_sse = steps.test_sse(&model, &data);

@@ -12,20 +12,20 @@ use crate::model::native::Workspace;
 use crate::model::{Architecture, PackedCnn};
 use tch::{Device, Kind, Tensor};
 
+/// Positions [start, start + len) of an epoch's plan, and the data they index.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    pub data: &'a DeviceData,
+    pub plan: &'a EpochPlan,
+    pub start: usize,
+    pub len: usize,
+}
+
 pub trait Steps {
     /// Called once per epoch before its steps, with the epoch's plan.
     fn begin_epoch(&mut self, plan: &EpochPlan);
-    /// One step on positions [start, start + len) of the plan: every member's loss, gradient and
-    /// Adam update.
-    fn step(
-        &mut self,
-        model: &mut PackedCnn,
-        adam: &mut Adam,
-        data: &DeviceData,
-        plan: &EpochPlan,
-        start: usize,
-        len: usize,
-    );
+    /// One step: every member's loss, gradient and Adam update.
+    fn step(&mut self, model: &mut PackedCnn, adam: &mut Adam, batch: Batch);
     /// The summed squared training errors per member [P] since the last call (possibly still
     /// being computed on the device).
     fn take_train_sse(&mut self) -> Tensor;
@@ -56,15 +56,8 @@ impl Steps for TorchSteps {
         self.masks = Some(Tensor::from_slice(&plan.masks).to_device(self.device));
     }
 
-    fn step(
-        &mut self,
-        model: &mut PackedCnn,
-        adam: &mut Adam,
-        data: &DeviceData,
-        plan: &EpochPlan,
-        start: usize,
-        len: usize,
-    ) {
+    fn step(&mut self, model: &mut PackedCnn, adam: &mut Adam, batch: Batch) {
+        let Batch { data, plan, start, len } = batch;
         let (order, masks) =
             (self.order.as_ref().expect("begin_epoch first"), self.masks.as_ref().expect("begin_epoch first"));
         let (p, len, arch) = (model.members, len as i64, &model.arch);
@@ -171,15 +164,8 @@ impl NativeSteps {
 impl Steps for NativeSteps {
     fn begin_epoch(&mut self, _plan: &EpochPlan) {}
 
-    fn step(
-        &mut self,
-        model: &mut PackedCnn,
-        adam: &mut Adam,
-        data: &DeviceData,
-        plan: &EpochPlan,
-        start: usize,
-        len: usize,
-    ) {
+    fn step(&mut self, model: &mut PackedCnn, adam: &mut Adam, batch: Batch) {
+        let Batch { data, plan, start, len } = batch;
         let p = model.members as usize;
         let hidden = model.arch.hidden as usize;
         let n = plan.order.len() / p;

@@ -41,6 +41,13 @@ impl Conv {
     fn rows(&self, b: usize) -> usize {
         b * self.seg() - 2 * self.pad
     }
+
+    /// Whether the input gradient goes through the unfolded gradient (`Layer::cols`): with
+    /// fewer than 16 input channels the flipped product would leave most of each register tile
+    /// empty (the first layer's 2 channels leave 14 of 16 lanes idle).
+    fn narrow(&self) -> bool {
+        self.c_in < 16
+    }
 }
 
 /// A convolution layer's buffers.
@@ -57,8 +64,11 @@ struct Layer {
     dx: Vec<f32>,
     /// Weights as the product's right operand, row (k * c_in + c), column o.
     w: Vec<f32>,
-    /// Weights flipped in time and transposed, row (k * c_out + o), column c: for dx.
-    w_flip: Vec<f32>,
+    /// The weights dx is computed with: flipped in time and transposed, row (k * c_out + o),
+    /// column c; for a narrow layer transposed, row o, column (k * c_in + c).
+    w_back: Vec<f32>,
+    /// A narrow layer's unfolded input gradient [rows, k * c_in] (empty otherwise).
+    cols: Vec<f32>,
     /// Weight gradient in the layout of `w`.
     dw: Vec<f32>,
 }
@@ -113,7 +123,8 @@ impl Workspace {
                 dy: vec![0.0; (rows + 2 * pad) * conv.c_out],
                 dx: vec![0.0; rows * c_in],
                 w: vec![0.0; k * c_in * conv.c_out],
-                w_flip: vec![0.0; k * c_in * conv.c_out],
+                w_back: vec![0.0; k * c_in * conv.c_out],
+                cols: if conv.narrow() { vec![0.0; conv.rows(capacity) * k * c_in] } else { Vec::new() },
                 dw: vec![0.0; k * c_in * conv.c_out],
             });
             c_in = conv.c_out;
@@ -152,7 +163,12 @@ impl Workspace {
                     for kk in 0..k {
                         let v = w[(o * c_in + c) * k + kk];
                         layer.w[(kk * c_in + c) * c_out + o] = v;
-                        layer.w_flip[((k - 1 - kk) * c_out + o) * c_in + c] = v;
+                        let back = if layer.conv.narrow() {
+                            o * k * c_in + kk * c_in + c
+                        } else {
+                            ((k - 1 - kk) * c_out + o) * c_in + c
+                        };
+                        layer.w_back[back] = v;
                     }
                 }
             }
@@ -314,10 +330,15 @@ impl Workspace {
                 None => pool_relu_backward(layer, b, layer.conv.t / 2, 0, &self.last, &self.dlast),
             }
             let Conv { c_in, c_out, k, pad, .. } = layer.conv;
-            if l > 0 || !weights {
+            if (l > 0 || !weights) && layer.conv.narrow() {
+                let (rows, kc) = (layer.conv.rows(b), k * c_in);
+                let dy = Strided { data: &layer.dy, offset: 2 * pad * c_out, rs: c_out, cs: 1 };
+                gemm(rows, kc, c_out, dy, Strided::rows(&layer.w_back, 0, kc), &mut layer.cols, 0, kc, false);
+                fold_windows(&layer.cols, layer.conv, b, &mut layer.dx);
+            } else if l > 0 || !weights {
                 // Window q of the zero-led dy holds the rows dx[q] draws from.
-                let (dy, w_flip) = (Strided::rows(&layer.dy, 0, c_out), Strided::rows(&layer.w_flip, 0, c_in));
-                gemm(b * layer.conv.seg(), c_in, k * c_out, dy, w_flip, &mut layer.dx, 0, c_in, false);
+                let (dy, w_back) = (Strided::rows(&layer.dy, 0, c_out), Strided::rows(&layer.w_back, 0, c_in));
+                gemm(b * layer.conv.seg(), c_in, k * c_out, dy, w_back, &mut layer.dx, 0, c_in, false);
             }
             if !weights {
                 continue;
@@ -404,6 +425,20 @@ fn pool_relu_backward(layer: &mut Layer, b: usize, seg: usize, pad: usize, poole
                 *de = if odd_wins { 0.0 } else { g };
                 *dd = if odd_wins { g } else { 0.0 };
             }
+        }
+    }
+}
+
+/// dx of a narrow layer from its unfolded gradient: input row q collects column block kk of
+/// output row q - kk, for every kk whose window reaches it.
+fn fold_windows(cols: &[f32], conv: Conv, b: usize, dx: &mut [f32]) {
+    let (c_in, k, rows) = (conv.c_in, conv.k, conv.rows(b));
+    for q in 0..b * conv.seg() {
+        let out = &mut dx[q * c_in..][..c_in];
+        out.fill(0.0);
+        for kk in (0..k).filter(|&kk| q >= kk && q - kk < rows) {
+            let src = &cols[(q - kk) * k * c_in + kk * c_in..][..c_in];
+            out.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
         }
     }
 }

@@ -53,6 +53,10 @@ def main():
         gflops = TRAIN_FLOP_PER_MEMBER_EPOCH / (ms / 1000) / 1e9
         every = ", ".join(f"{v:.1f}" for v in rounds[name])
         print(f"| {label} | {ms:.1f} | {ms / packed:.2f}x | {gflops:.1f} | {every} |")
+    steps = rows["packed"]["steps_ms"]
+    print(f"\nagra packed, training steps alone (AGRA_PROFILE, best round's): {steps:.1f} ms per member-epoch, "
+          f"{rows['torch_sequential']['ms_per_member_epoch'] / steps:.2f}x PyTorch sequential, "
+          f"{rows['torch_vmap']['ms_per_member_epoch'] / steps:.2f}x PyTorch vmap (whose figures time steps alone too).")
     print()
     print("Explain, gradient evaluations per worker-second (per second of one single-threaded worker):")
     print()

@@ -1,5 +1,6 @@
-//! The network's training step written out by hand for the CPU: forward, loss and backward of
-//! one member over a batch, with every buffer allocated once. libtorch's CPU kernels spend
+//! The network written out by hand for the CPU: forward, loss and backward of one member over
+//! a batch, to the weights (a training step) or to the input (explain's objective), with every
+//! buffer allocated once. libtorch's CPU kernels spend
 //! most of a step of this small network outside arithmetic (reorders, pooling with indices,
 //! allocation, dispatch); here each convolution is one strided matrix product over
 //! channels-last rows (`gemm`), pooling and ReLU are one pass that the backward pass reads
@@ -60,7 +61,7 @@ struct Layer {
     /// Output gradient with `2 * pad` zero rows before (and room after) it, so the input
     /// gradient is again one product over overlapping rows: [capacity * seg + 2 * pad, c_out].
     dy: Vec<f32>,
-    /// Input gradient [capacity * seg, c_in] (unused for the first layer).
+    /// Input gradient [capacity * seg, c_in] (the first layer's only for explain).
     dx: Vec<f32>,
     /// Weights as the product's right operand, row (k * c_in + c), column o.
     w: Vec<f32>,

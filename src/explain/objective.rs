@@ -18,7 +18,8 @@ pub struct Objective<'a> {
     native: Option<RefCell<Native>>,
 }
 
-/// Signals per pass of the hand-written kernels: their activations stay in L2.
+/// Signals per pass of the hand-written kernels (passes of 1 to 32 ran within the noise of each
+/// other, docs/BENCHMARKS.md); bounds the workspace to about 4 MB.
 const NATIVE_BATCH: usize = 32;
 
 impl<'a> Objective<'a> {

@@ -36,6 +36,10 @@ pub trait Steps {
 pub fn for_worker(kernels: Kernels, worker: &Worker, arch: &Architecture, members: usize) -> Box<dyn Steps> {
     let device = worker.device;
     if kernels.native_on(device) {
+        // The lanes are this worker's threads now: libtorch's OpenMP team, left at
+        // `worker.threads`, would spin between Adam's few ops while the lanes compute (2x
+        // slower with `--devices cpu` on two cores).
+        tch::set_num_threads(1);
         Box::new(NativeSteps::new(arch, members, worker.threads))
     } else {
         Box::new(TorchSteps { device, order: None, masks: None, sse: None })

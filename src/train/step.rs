@@ -1,6 +1,6 @@
 //! How a pack's training steps and test evaluation are computed: with libtorch's ops and
 //! autograd (any device), or with the hand-written CPU kernels of `model::native` (the CPU
-//! default: 2-3x faster there, docs/BENCHMARKS.md). Both update the same flat parameters with
+//! default: about 2x faster there, docs/BENCHMARKS.md). Both update the same flat parameters with
 //! the same Adam, so checkpoints, resume and everything after training do not know which ran.
 
 use super::pack::DeviceData;
@@ -130,8 +130,10 @@ struct Lane {
     params: Vec<f32>,
     samples: Vec<i64>,
     targets: Vec<f32>,
-    /// (slot, gradient, squared-error sum) of the members this lane took in the last step.
-    done: Vec<(usize, Vec<f32>, f64)>,
+    /// (slot, squared-error sum) of the members this lane took in the last call, and, in a
+    /// training step, their gradients back to back in `grads` (kept from step to step).
+    done: Vec<(usize, f64)>,
+    grads: Vec<f32>,
 }
 
 impl NativeSteps {
@@ -144,6 +146,7 @@ impl NativeSteps {
                 samples: Vec::new(),
                 targets: Vec::new(),
                 done: Vec::new(),
+                grads: Vec::new(),
             })
             .collect();
         NativeSteps { lanes, grad, sse: vec![0.0; members] }
@@ -184,12 +187,17 @@ impl Steps for NativeSteps {
             blocks.gather(flat, slot, &mut lane.params);
             lane.workspace.set_params(&lane.params);
             let sse = lane.workspace.train_step(bank, &lane.samples, &lane.targets, masks);
-            lane.done.push((slot, lane.workspace.grad.clone(), sse));
+            if lane.done.is_empty() {
+                lane.grads.clear();
+            }
+            lane.grads.extend_from_slice(&lane.workspace.grad);
+            lane.done.push((slot, sse));
         });
         let grad = cpu_slice_mut(&mut self.grad);
+        let numel = model.arch.numel() as usize;
         for lane in &mut self.lanes {
-            for (slot, member_grad, sse) in lane.done.drain(..) {
-                blocks.scatter(&member_grad, grad, slot);
+            for ((slot, sse), member_grad) in lane.done.drain(..).zip(lane.grads.chunks_exact(numel)) {
+                blocks.scatter(member_grad, grad, slot);
                 self.sse[slot] += sse;
             }
         }
@@ -214,11 +222,11 @@ impl Steps for NativeSteps {
                 let scores = lane.workspace.forward(x, chunk, None);
                 sse += scores.iter().zip(chunk).map(|(&s, &i)| ((s - y[i as usize]) as f64).powi(2)).sum::<f64>();
             }
-            lane.done.push((slot, Vec::new(), sse));
+            lane.done.push((slot, sse));
         });
         let mut per_member = vec![0f32; model.members as usize];
         for lane in &mut self.lanes {
-            for (slot, _, sse) in lane.done.drain(..) {
+            for (slot, sse) in lane.done.drain(..) {
                 per_member[slot] = sse as f32;
             }
         }

@@ -174,13 +174,7 @@ impl Workspace {
                 }
             }
         }
-        let fc1 = param(&self.arch, &self.params, 4);
-        let (f, h) = (self.features, self.hidden);
-        for i in 0..f {
-            for j in 0..h {
-                self.fc1_t[j * f + i] = fc1[i * h + j];
-            }
-        }
+        transpose(param(&self.arch, &self.params, 4), &mut self.fc1_t, self.features, self.hidden);
     }
 
     /// Scores of `samples` (indices into `bank`, laid out [n, dims, length]); `masks`
@@ -282,12 +276,7 @@ impl Workspace {
         let Conv { c_in: dims, t, pad, .. } = first.conv;
         for (s, &sample) in samples.iter().enumerate() {
             let src = &first.dx[(s * first.conv.seg() + pad) * dims..][..t * dims];
-            let dst = &mut grads[sample as usize * dims * t..][..dims * t];
-            for c in 0..dims {
-                for i in 0..t {
-                    dst[c * t + i] = src[i * dims + c];
-                }
-            }
+            transpose(src, &mut grads[sample as usize * dims * t..][..dims * t], t, dims);
         }
     }
 
@@ -331,15 +320,18 @@ impl Workspace {
                 None => pool_relu_backward(layer, b, layer.conv.t / 2, 0, &self.last, &self.dlast),
             }
             let Conv { c_in, c_out, k, pad, .. } = layer.conv;
-            if (l > 0 || !weights) && layer.conv.narrow() {
-                let (rows, kc) = (layer.conv.rows(b), k * c_in);
-                let dy = Strided { data: &layer.dy, offset: 2 * pad * c_out, rs: c_out, cs: 1 };
-                gemm(rows, kc, c_out, dy, Strided::rows(&layer.w_back, 0, kc), &mut layer.cols, 0, kc, false);
-                fold_windows(&layer.cols, layer.conv, b, &mut layer.dx);
-            } else if l > 0 || !weights {
-                // Window q of the zero-led dy holds the rows dx[q] draws from.
-                let (dy, w_back) = (Strided::rows(&layer.dy, 0, c_out), Strided::rows(&layer.w_back, 0, c_in));
-                gemm(b * layer.conv.seg(), c_in, k * c_out, dy, w_back, &mut layer.dx, 0, c_in, false);
+            // Training needs no gradient for the network's input.
+            if l > 0 || !weights {
+                if layer.conv.narrow() {
+                    let (rows, kc) = (layer.conv.rows(b), k * c_in);
+                    let dy = Strided { data: &layer.dy, offset: 2 * pad * c_out, rs: c_out, cs: 1 };
+                    gemm(rows, kc, c_out, dy, Strided::rows(&layer.w_back, 0, kc), &mut layer.cols, 0, kc, false);
+                    fold_windows(&layer.cols, layer.conv, b, &mut layer.dx);
+                } else {
+                    // Window q of the zero-led dy holds the rows dx[q] draws from.
+                    let (dy, w_back) = (Strided::rows(&layer.dy, 0, c_out), Strided::rows(&layer.w_back, 0, c_in));
+                    gemm(b * layer.conv.seg(), c_in, k * c_out, dy, w_back, &mut layer.dx, 0, c_in, false);
+                }
             }
             if !weights {
                 continue;
@@ -365,12 +357,7 @@ impl Workspace {
         let seg = first.conv.seg();
         for (s, &sample) in samples.iter().enumerate() {
             let src = &bank[sample as usize * dims * t..][..dims * t];
-            let dst = &mut first.x[(s * seg + pad) * dims..][..t * dims];
-            for c in 0..dims {
-                for i in 0..t {
-                    dst[i * dims + c] = src[c * t + i];
-                }
-            }
+            transpose(src, &mut first.x[(s * seg + pad) * dims..][..t * dims], dims, t);
         }
     }
 }
@@ -447,10 +434,15 @@ fn fold_windows(cols: &[f32], conv: Conv, b: usize, dx: &mut [f32]) {
 /// Per sample, a [rows, cols] block of `src` into [cols, rows] in `dst`.
 fn transpose_samples(src: &[f32], dst: &mut [f32], b: usize, rows: usize, cols: usize) {
     for (s, d) in src.chunks_exact(rows * cols).zip(dst.chunks_exact_mut(rows * cols)).take(b) {
-        for r in 0..rows {
-            for c in 0..cols {
-                d[c * rows + r] = s[r * cols + c];
-            }
+        transpose(s, d, rows, cols);
+    }
+}
+
+/// `src` [rows, cols] into `dst` [cols, rows].
+fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
         }
     }
 }

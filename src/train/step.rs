@@ -115,7 +115,7 @@ impl Steps for TorchSteps {
 struct NativeSteps {
     lanes: Vec<Lane>,
     /// The pack's gradient, laid out like `flat`.
-    grad: Tensor,
+    grad: Vec<f32>,
     sse: Vec<f64>,
 }
 
@@ -138,7 +138,7 @@ struct Lane {
 
 impl NativeSteps {
     fn new(arch: &Architecture, members: usize, threads: usize) -> NativeSteps {
-        let grad = Tensor::zeros([members as i64 * arch.numel()], (Kind::Float, Device::Cpu));
+        let grad = vec![0.0; members * arch.numel() as usize];
         let lanes = (0..threads.clamp(1, members))
             .map(|_| Lane {
                 workspace: Workspace::new(arch, SLICE),
@@ -193,15 +193,14 @@ impl Steps for NativeSteps {
             lane.grads.extend_from_slice(&lane.workspace.grad);
             lane.done.push((slot, sse));
         });
-        let grad = cpu_slice_mut(&mut self.grad);
         let numel = model.arch.numel() as usize;
         for lane in &mut self.lanes {
             for ((slot, sse), member_grad) in lane.done.drain(..).zip(lane.grads.chunks_exact(numel)) {
-                blocks.scatter(member_grad, grad, slot);
+                blocks.scatter(member_grad, &mut self.grad, slot);
                 self.sse[slot] += sse;
             }
         }
-        adam.update(&mut model.flat, &self.grad);
+        adam.update_host(cpu_slice_mut(&mut model.flat), &self.grad);
     }
 
     fn take_train_sse(&mut self) -> Tensor {

@@ -10,7 +10,7 @@
 
 /// Rows and columns of a register tile.
 const MR: usize = 6;
-const NR: usize = 16;
+pub const NR: usize = 16;
 /// Depth of a k-block: MR rows of A and KC rows of B (KC x NR floats = 16 KB) stay in L1.
 const KC: usize = 256;
 
@@ -180,12 +180,17 @@ impl Tile {
                 _mm256_storeu_ps(c, r0);
                 _mm256_storeu_ps(c.add(8), r1);
             } else {
+                // Through a buffer: masked stores are slow on AMD's cores (the first layer's
+                // 10-column product ran at 10.5 GFLOP/s with them, 13.9 without).
+                let mut buf = [0f32; NR];
                 if self.acc {
-                    r0 = _mm256_add_ps(_mm256_maskload_ps(c, m0), r0);
-                    r1 = _mm256_add_ps(_mm256_maskload_ps(c.add(8), m1), r1);
+                    std::ptr::copy_nonoverlapping(c, buf.as_mut_ptr(), nr);
+                    r0 = _mm256_add_ps(_mm256_loadu_ps(buf.as_ptr()), r0);
+                    r1 = _mm256_add_ps(_mm256_loadu_ps(buf.as_ptr().add(8)), r1);
                 }
-                _mm256_maskstore_ps(c, m0, r0);
-                _mm256_maskstore_ps(c.add(8), m1, r1);
+                _mm256_storeu_ps(buf.as_mut_ptr(), r0);
+                _mm256_storeu_ps(buf.as_mut_ptr().add(8), r1);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), c, nr);
             }
         }
     }

@@ -49,6 +49,13 @@ impl Conv {
     fn narrow(&self) -> bool {
         self.c_in < 16
     }
+
+    /// A narrow layer's unfolded row, `k * c_in` floats padded to whole register tiles: a
+    /// product whose columns end inside a tile goes through masked loads and stores, slower
+    /// than computing the padding (13 against 60 GFLOP/s for the first layer's 10 columns).
+    fn cols_width(&self) -> usize {
+        (self.k * self.c_in).next_multiple_of(gemm::NR)
+    }
 }
 
 /// A convolution layer's buffers.
@@ -66,9 +73,9 @@ struct Layer {
     /// Weights as the product's right operand, row (k * c_in + c), column o.
     w: Vec<f32>,
     /// The weights dx is computed with: flipped in time and transposed, row (k * c_out + o),
-    /// column c; for a narrow layer transposed, row o, column (k * c_in + c).
+    /// column c; for a narrow layer transposed, row o, column (k * c_in + c) of `cols_width`.
     w_back: Vec<f32>,
-    /// A narrow layer's unfolded input gradient [rows, k * c_in] (empty otherwise).
+    /// A narrow layer's unfolded input gradient [rows, cols_width] (empty otherwise).
     cols: Vec<f32>,
     /// Weight gradient in the layout of `w`.
     dw: Vec<f32>,
@@ -91,17 +98,20 @@ pub struct Workspace {
     hidden: usize,
     /// The member's parameters, `arch.params` order.
     params: Vec<f32>,
-    /// fc1's weight transposed [hidden, features].
-    fc1_t: Vec<f32>,
-    /// The last layer's pooled output [capacity, t, c] (time-major) and its gradient; `feat`
-    /// holds the same values channel-major, the single network's flatten order.
+    /// The last layer's pooled output [capacity, t, c] (time-major) and its gradient; `feat_t`
+    /// holds the same values as [c, t, samples]: features in the single network's flatten order
+    /// (channel-major), samples innermost. fc1's three products then read every operand along
+    /// rows at most `capacity` floats apart: with samples outermost, rows `features` floats
+    /// (2 KB) apart fell into two L1 sets and ran at a third of the speed.
     last: Vec<f32>,
     dlast: Vec<f32>,
-    feat: Vec<f32>,
+    feat_t: Vec<f32>,
     h: Vec<f32>,
     z: Vec<f32>,
     dh: Vec<f32>,
-    dfeat: Vec<f32>,
+    /// dh as [hidden, samples], fc1's gradient products' right operand.
+    dh_t: Vec<f32>,
+    dfeat_t: Vec<f32>,
     scores: Vec<f32>,
     /// The gradient of the last `train_step`, `arch.params` order.
     pub grad: Vec<f32>,
@@ -124,8 +134,8 @@ impl Workspace {
                 dy: vec![0.0; (rows + 2 * pad) * conv.c_out],
                 dx: vec![0.0; rows * c_in],
                 w: vec![0.0; k * c_in * conv.c_out],
-                w_back: vec![0.0; k * c_in * conv.c_out],
-                cols: if conv.narrow() { vec![0.0; conv.rows(capacity) * k * c_in] } else { Vec::new() },
+                w_back: vec![0.0; conv.c_out * if conv.narrow() { conv.cols_width() } else { k * c_in }],
+                cols: if conv.narrow() { vec![0.0; conv.rows(capacity) * conv.cols_width()] } else { Vec::new() },
                 dw: vec![0.0; k * c_in * conv.c_out],
             });
             c_in = conv.c_out;
@@ -140,14 +150,14 @@ impl Workspace {
             features,
             hidden,
             params: vec![0.0; arch.numel() as usize],
-            fc1_t: vec![0.0; features * hidden],
             last: vec![0.0; capacity * features],
             dlast: vec![0.0; capacity * features],
-            feat: vec![0.0; capacity * features],
+            feat_t: vec![0.0; capacity * features],
             h: vec![0.0; capacity * hidden],
             z: vec![0.0; capacity * hidden],
             dh: vec![0.0; capacity * hidden],
-            dfeat: vec![0.0; capacity * features],
+            dh_t: vec![0.0; capacity * hidden],
+            dfeat_t: vec![0.0; capacity * features],
             scores: vec![0.0; capacity],
             grad: vec![0.0; arch.numel() as usize],
         }
@@ -165,7 +175,7 @@ impl Workspace {
                         let v = w[(o * c_in + c) * k + kk];
                         layer.w[(kk * c_in + c) * c_out + o] = v;
                         let back = if layer.conv.narrow() {
-                            o * k * c_in + kk * c_in + c
+                            o * layer.conv.cols_width() + kk * c_in + c
                         } else {
                             ((k - 1 - kk) * c_out + o) * c_in + c
                         };
@@ -174,7 +184,6 @@ impl Workspace {
                 }
             }
         }
-        transpose(param(&self.arch, &self.params, 4), &mut self.fc1_t, self.features, self.hidden);
     }
 
     /// Scores of `samples` (indices into `bank`, laid out [n, dims, length]); `masks`
@@ -188,31 +197,21 @@ impl Workspace {
             let (lo, hi) = self.layers.split_at_mut(l + 1);
             let layer = &mut lo[l];
             let Conv { c_in, c_out, k, .. } = layer.conv;
-            let rows = layer.conv.rows(b);
-            gemm(
-                rows,
-                c_out,
-                k * c_in,
-                Strided::rows(&layer.x, 0, c_in),
-                Strided::rows(&layer.w, 0, c_out),
-                &mut layer.y,
-                0,
-                c_out,
-                false,
-            );
+            let (x, w) = (Strided::rows(&layer.x, 0, c_in), Strided::rows(&layer.w, 0, c_out));
+            gemm(layer.conv.rows(b), c_out, k * c_in, x, w, &mut layer.y, 0, c_out, false);
             match hi.first_mut() {
                 Some(next) => pool_relu(&layer.y, layer.conv, b, next.conv.seg(), next.conv.pad, &mut next.x),
                 None => pool_relu(&layer.y, layer.conv, b, layer.conv.t / 2, 0, &mut self.last),
             }
         }
         let (f, c_last) = (self.features, self.layers[last].conv.c_out);
-        transpose_samples(&self.last, &mut self.feat, b, f / c_last, c_last);
+        reverse_axes(&self.last, &mut self.feat_t, [b, f / c_last, c_last]);
         let hd = self.hidden;
         gemm(
             b,
             hd,
             f,
-            Strided::rows(&self.feat, 0, f),
+            Strided { data: &self.feat_t, offset: 0, rs: 1, cs: b },
             Strided::rows(param(&self.arch, &self.params, 4), 0, hd),
             &mut self.h,
             0,
@@ -304,13 +303,15 @@ impl Workspace {
         }
         let f = self.features;
         if weights {
-            let feat_t = Strided { data: &self.feat, offset: 0, rs: 1, cs: f };
             let fc1 = self.arch.params[4].member_range().start;
-            gemm(f, hd, b, feat_t, Strided::rows(&self.dh, 0, hd), &mut self.grad, fc1, hd, accumulate);
+            let (feat_t, dh) = (Strided::rows(&self.feat_t, 0, b), Strided::rows(&self.dh, 0, hd));
+            gemm(f, hd, b, feat_t, dh, &mut self.grad, fc1, hd, accumulate);
         }
-        gemm(b, f, hd, Strided::rows(&self.dh, 0, hd), Strided::rows(&self.fc1_t, 0, f), &mut self.dfeat, 0, f, false);
+        transpose(&self.dh[..b * hd], &mut self.dh_t[..b * hd], b, hd);
+        let (fc1, dh_t) = (Strided::rows(param(&self.arch, &self.params, 4), 0, hd), Strided::rows(&self.dh_t, 0, b));
+        gemm(f, b, hd, fc1, dh_t, &mut self.dfeat_t, 0, b, false);
         let c_last = self.layers[self.layers.len() - 1].conv.c_out;
-        transpose_samples(&self.dfeat, &mut self.dlast, b, c_last, f / c_last);
+        reverse_axes(&self.dfeat_t, &mut self.dlast, [c_last, f / c_last, b]);
 
         for l in (0..self.layers.len()).rev() {
             let (lo, hi) = self.layers.split_at_mut(l + 1);
@@ -323,9 +324,10 @@ impl Workspace {
             // Training needs no gradient for the network's input.
             if l > 0 || !weights {
                 if layer.conv.narrow() {
-                    let (rows, kc) = (layer.conv.rows(b), k * c_in);
+                    let (rows, width) = (layer.conv.rows(b), layer.conv.cols_width());
                     let dy = Strided { data: &layer.dy, offset: 2 * pad * c_out, rs: c_out, cs: 1 };
-                    gemm(rows, kc, c_out, dy, Strided::rows(&layer.w_back, 0, kc), &mut layer.cols, 0, kc, false);
+                    let w_back = Strided::rows(&layer.w_back, 0, width);
+                    gemm(rows, width, c_out, dy, w_back, &mut layer.cols, 0, width, false);
                     fold_windows(&layer.cols, layer.conv, b, &mut layer.dx);
                 } else {
                     // Window q of the zero-led dy holds the rows dx[q] draws from.
@@ -420,21 +422,25 @@ fn pool_relu_backward(layer: &mut Layer, b: usize, seg: usize, pad: usize, poole
 /// dx of a narrow layer from its unfolded gradient: input row q collects column block kk of
 /// output row q - kk, for every kk whose window reaches it.
 fn fold_windows(cols: &[f32], conv: Conv, b: usize, dx: &mut [f32]) {
-    let (c_in, k, rows) = (conv.c_in, conv.k, conv.rows(b));
+    let (c_in, k, rows, width) = (conv.c_in, conv.k, conv.rows(b), conv.cols_width());
     for q in 0..b * conv.seg() {
         let out = &mut dx[q * c_in..][..c_in];
         out.fill(0.0);
         for kk in (0..k).filter(|&kk| q >= kk && q - kk < rows) {
-            let src = &cols[(q - kk) * k * c_in + kk * c_in..][..c_in];
+            let src = &cols[(q - kk) * width + kk * c_in..][..c_in];
             out.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
         }
     }
 }
 
-/// Per sample, a [rows, cols] block of `src` into [cols, rows] in `dst`.
-fn transpose_samples(src: &[f32], dst: &mut [f32], b: usize, rows: usize, cols: usize) {
-    for (s, d) in src.chunks_exact(rows * cols).zip(dst.chunks_exact_mut(rows * cols)).take(b) {
-        transpose(s, d, rows, cols);
+/// `src` [d0, d1, d2] into `dst` [d2, d1, d0]; its own inverse with the dimensions reversed.
+fn reverse_axes(src: &[f32], dst: &mut [f32], [d0, d1, d2]: [usize; 3]) {
+    for i in 0..d0 {
+        for j in 0..d1 {
+            for (k, &v) in src[(i * d1 + j) * d2..][..d2].iter().enumerate() {
+                dst[(k * d1 + j) * d0 + i] = v;
+            }
+        }
     }
 }
 

@@ -21,3 +21,12 @@ pub fn member_weights(arch: &Architecture, seed: u64) -> Tensor {
     }
     Tensor::from_slice(&values)
 }
+
+/// Standard normal test data of `shape` from its own seeded stream: the same in every test
+/// thread, where libtorch's global generator is shared by tests running side by side.
+#[cfg(test)]
+pub fn normal(shape: &[i64], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..shape.iter().product::<i64>()).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+    Tensor::from_slice(&values).view(shape)
+}

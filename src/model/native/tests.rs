@@ -29,16 +29,15 @@ fn the_step_matches_autograd_on_the_packed_model() {
         let a = arch(preset);
         let (p, n, h) = (2usize, 7i64, a.hidden);
         let members: Vec<Tensor> = (0..p as u64).map(|s| init::member_weights(&a, 300 + s)).collect();
-        let bank = Tensor::randn([n, a.dims, a.length], (Kind::Float, Device::Cpu));
+        let bank = init::normal(&[n, a.dims, a.length], 1);
         let bank_v = to_vec(&bank);
         let mut spaces = [Workspace::new(&a, 5), Workspace::new(&a, 2)];
         for (space, b) in [(0, 5usize), (0, 3), (1, 5)] {
             let ws = &mut spaces[space];
             let samples: Vec<Vec<i64>> =
                 (0..p).map(|m| (0..b as i64).map(|i| (i * 3 + m as i64 * 2 + b as i64) % n).collect()).collect();
-            let targets = Tensor::rand([p as i64, b as i64], (Kind::Float, Device::Cpu)) * 3 + 8;
-            let masks =
-                Tensor::rand([p as i64, b as i64, h], (Kind::Float, Device::Cpu)).ge(0.2).to_kind(Kind::Float) * 1.25;
+            let targets = init::normal(&[p as i64, b as i64], 2 + b as u64) + 9;
+            let masks = init::normal(&[p as i64, b as i64, h], 3 + b as u64).ge(-0.84).to_kind(Kind::Float) * 1.25;
 
             let model = PackedCnn::from_members(&a, &members, Device::Cpu);
             // [B, P*dims, T]: member m's sample in channels m*dims..(m+1)*dims.
@@ -75,7 +74,7 @@ fn the_step_matches_autograd_on_the_packed_model() {
 fn equal_steps_give_identical_bits_and_nan_weights_a_nan_loss() {
     let a = arch("quick");
     let w = to_vec(&init::member_weights(&a, 9));
-    let bank = to_vec(&Tensor::randn([4, a.dims, a.length], (Kind::Float, Device::Cpu)));
+    let bank = to_vec(&init::normal(&[4, a.dims, a.length], 4));
     let masks = vec![1.25f32; 3 * a.hidden as usize];
     let step = |w: &[f32]| {
         let mut ws = Workspace::new(&a, 3);

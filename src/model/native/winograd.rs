@@ -247,7 +247,9 @@ fn combine(coef: &Coef, src: &[f32], from: Rows, dst: &mut [f32], to: Rows, c: u
 }
 
 /// `combine` in AVX2 registers, eight channels at a time: the inputs' rows are loaded once and
-/// every output is one chain of FMAs.
+/// every output is one chain of FMAs. Skipping the third of the coefficients that are zero made
+/// it slower, with a branch per coefficient (2.2 against 1.85 ms a step) or with lists of the
+/// nonzero ones (whose indexing moves the rows out of registers).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -271,7 +273,6 @@ unsafe fn combine_avx2(
         for (p, weights) in coef.chunks_exact(inputs).enumerate() {
             let out = dst.add(to.offset + p * to.stride + j);
             let mut acc = if accumulate { _mm256_loadu_ps(out) } else { _mm256_setzero_ps() };
-            // The transforms are a third zeros; the branches repeat from tile to tile.
             for (&w, &xr) in weights.iter().zip(&x) {
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(w), xr, acc);
             }

@@ -45,7 +45,8 @@ fn record_versions() {
     // A commit moves the branch HEAD names, not HEAD itself: watch that ref too (loose, or
     // packed), or every binary built after the first keeps the first one's commit.
     println!("cargo:rerun-if-changed=.git/HEAD");
-    let branch = std::fs::read_to_string(".git/HEAD").ok().and_then(|h| Some(h.strip_prefix("ref: ")?.trim().to_string()));
+    let head = std::fs::read_to_string(".git/HEAD").unwrap_or_default();
+    let branch = head.strip_prefix("ref: ").map(|b| b.trim().to_string());
     for path in branch.map(|b| format!(".git/{b}")).into_iter().chain([".git/packed-refs".to_string()]) {
         if std::path::Path::new(&path).exists() {
             println!("cargo:rerun-if-changed={path}");

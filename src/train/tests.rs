@@ -59,20 +59,35 @@ fn a_member_trains_the_same_in_a_pack_of_eight_as_alone() {
 }
 
 /// The hand-written kernels train what libtorch trains (up to rounding), and a worker's
-/// threads change nothing.
+/// threads change nothing. With the quick preset's narrow layers (direct products, which round
+/// like libtorch: 5e-8 apart) every weight agrees within 1e-4 after two epochs. With 16-channel
+/// layers (Winograd) the weights drift further (2e-4 to 3e-3 of the largest weight): the
+/// transforms' rounding (1e-6 of a layer, and rounding noise where a direct sum of exact zeros
+/// gives zero) makes some max-pool near ties break the other way, and Adam turns the changed
+/// gradients into steps of up to lr; what the network computes still agrees, the test error
+/// within 1e-4 after every epoch.
 #[test]
 fn native_kernels_train_like_libtorch_on_any_number_of_threads() {
-    let members: Vec<usize> = (0..5).collect();
-    let (_dir, ctx) = context_with(&TWO_EPOCHS, Kernels::Libtorch);
-    let reference = train(&ctx, &members);
-    let (_dir, ctx) = context_with(&TWO_EPOCHS, Kernels::Native);
-    let one = train(&ctx, &members);
-    let three = train_on(&ctx, &members, 3);
-    for m in members {
-        let diff = relative_difference(member(&reference, m), member(&one, m));
-        assert!(diff < 1e-4, "member {m}: relative difference {diff} from libtorch");
-        assert_eq!(member(&one, m).weights, member(&three, m).weights, "member {m}");
-        assert_eq!(member(&one, m).adam_v, member(&three, m).adam_v, "member {m}");
+    let wide = [&TWO_EPOCHS[..], &["model.channels=[8, 16, 16, 16]"]].concat();
+    for (sets, tolerance) in [(&TWO_EPOCHS[..], 1e-4), (&wide[..], 1e-2)] {
+        let members: Vec<usize> = (0..5).collect();
+        let (_dir, ctx) = context_with(sets, Kernels::Libtorch);
+        let reference = train(&ctx, &members);
+        let (_dir, ctx) = context_with(sets, Kernels::Native);
+        let one = train(&ctx, &members);
+        let three = train_on(&ctx, &members, 3);
+        for m in members {
+            let (want, got) = (member(&reference, m), member(&one, m));
+            let diff = relative_difference(want, got);
+            assert!(diff < tolerance, "{sets:?} member {m}: relative difference {diff} from libtorch");
+            for (a, b) in want.header.history.iter().zip(&got.header.history) {
+                let close = (a.test_mse - b.test_mse).abs() <= 1e-4 * a.test_mse;
+                assert!(close, "{sets:?} member {m}: {b:?} against {a:?}");
+            }
+            assert_eq!(member(&one, m).weights, member(&three, m).weights, "{sets:?} member {m}");
+            assert_eq!(member(&one, m).adam_v, member(&three, m).adam_v, "{sets:?} member {m}");
+        }
+        assert_eq!(train(&ctx, &[3])[0].weights, member(&one, 3).weights, "{sets:?}: member 3 alone");
     }
 }
 

@@ -354,13 +354,14 @@ mod tests {
         got.iter().zip(want).fold(0f64, |m, (&g, w)| m.max((g as f64 - w).abs())) / scale
     }
 
-    /// A layer's forward, input gradient and weight gradient through F(4, 5) equal the direct
+    /// A layer's forward, input gradient and weight gradient through F(4, k) equal the direct
     /// sums (in f64) to within a few f32 roundings of their magnitudes, over several samples
     /// (rows between samples must neither leak in nor be needed), with accumulation.
     #[test]
     fn a_layer_through_the_transforms_equals_the_direct_sums() {
-        for (c_in, c_out, t) in [(16, 32, 64), (32, 16, 32)] {
-            let (k, pad, b) = (5, 2, 3);
+        // F(4, 5) and F(4, 3); channels in whole AVX2 registers and not (the plain-Rust path).
+        for (c_in, c_out, t, k) in [(16, 32, 64, 5), (32, 16, 32, 5), (20, 12, 16, 5), (16, 24, 32, 3)] {
+            let (pad, b) = (k / 2, 3);
             let conv = Conv { c_in, c_out, t, k, pad };
             let seg = conv.seg();
             let mut wino = Winograd::new(conv, b + 1).unwrap();

@@ -54,8 +54,9 @@ impl Conv {
     }
 
     /// A narrow layer's unfolded row, `k * c_in` floats padded to whole register tiles: a
-    /// product whose columns end inside a tile goes through masked loads and stores, slower
-    /// than computing the padding (13 against 60 GFLOP/s for the first layer's 10 columns).
+    /// product whose columns end inside a tile goes through the edge tiles, slower than
+    /// computing the padding (the first layer's 10 columns: 10.5-14 GFLOP/s at the edge, 35
+    /// padded, counting only the 10).
     fn cols_width(&self) -> usize {
         (self.k * self.c_in).next_multiple_of(gemm::NR)
     }
@@ -114,7 +115,7 @@ pub struct Workspace {
     h: Vec<f32>,
     z: Vec<f32>,
     dh: Vec<f32>,
-    /// dh as [hidden, samples], fc1's gradient products' right operand.
+    /// dh as [hidden, samples]: the right operand of the product that gives `dfeat_t`.
     dh_t: Vec<f32>,
     dfeat_t: Vec<f32>,
     scores: Vec<f32>,

@@ -62,33 +62,25 @@ pub fn gemm(
     assert!(b.cs == 1 && b.last_index(k, n) < b.data.len(), "gemm: B out of bounds");
     assert!(c_offset + (m - 1) * crs + n <= c.len(), "gemm: C out of bounds");
     let fma = has_fma();
-    let cp = c[c_offset..].as_mut_ptr();
     for l0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - l0);
-        let acc = accumulate || l0 > 0;
-        for i0 in (0..m).step_by(MR) {
-            let mr = MR.min(m - i0);
-            for j0 in (0..n).step_by(NR) {
-                let nr = NR.min(n - j0);
-                let tile = Tile {
-                    kc,
-                    a: unsafe { a.data.as_ptr().add(a.offset + i0 * a.rs + l0 * a.cs) },
-                    ars: a.rs,
-                    acs: a.cs,
-                    b: unsafe { b.data.as_ptr().add(b.offset + l0 * b.rs + j0) },
-                    brs: b.rs,
-                    c: unsafe { cp.add(i0 * crs + j0) },
-                    crs,
-                    acc,
-                };
-                // SAFETY: the asserts above bound every row < m, column < n and depth < k.
-                unsafe { tile.run(mr, nr, fma) };
-            }
-        }
+        let block = Tile {
+            kc: KC.min(k - l0),
+            a: unsafe { a.data.as_ptr().add(a.offset + l0 * a.cs) },
+            ars: a.rs,
+            acs: a.cs,
+            b: unsafe { b.data.as_ptr().add(b.offset + l0 * b.rs) },
+            brs: b.rs,
+            c: c[c_offset..].as_mut_ptr(),
+            crs,
+            acc: accumulate || l0 > 0,
+        };
+        // SAFETY: the asserts above bound every row < m, column < n and depth < k.
+        unsafe { block.run(m, n, fma) };
     }
 }
 
-/// One register tile's operands: C[mr x nr] (+)= sum over kc of A column times B row.
+/// One register tile's operands: C[mr x nr] (+)= sum over kc of A column times B row; or a
+/// k-block's, its tiles at offsets from these pointers.
 struct Tile {
     kc: usize,
     a: *const f32,
@@ -102,16 +94,52 @@ struct Tile {
 }
 
 impl Tile {
-    unsafe fn run(&self, mr: usize, nr: usize, fma: bool) {
+    /// Every tile of the k-block C[m x n] (+)= A[m x kc] B[kc x n].
+    unsafe fn run(&self, m: usize, n: usize, fma: bool) {
         #[cfg(target_arch = "x86_64")]
         if fma {
-            return if nr == NR { self.avx2_rows::<true>(mr, nr) } else { self.avx2_rows::<false>(mr, nr) };
+            return self.avx2_tiles(m, n);
         }
         let _ = fma;
-        self.portable(mr, nr)
+        self.tiles::<false>(m, n)
+    }
+
+    /// The tile loop compiled with AVX2, so that each tile's kernel is inlined into it: a call
+    /// per tile cost a tenth of the short products (k = 16 or 32) Winograd's points make.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_tiles(&self, m: usize, n: usize) {
+        self.tiles::<true>(m, n)
+    }
+
+    #[inline(always)]
+    unsafe fn tiles<const AVX2: bool>(&self, m: usize, n: usize) {
+        for i0 in (0..m).step_by(MR) {
+            for j0 in (0..n).step_by(NR) {
+                let (mr, nr) = (MR.min(m - i0), NR.min(n - j0));
+                let tile = Tile {
+                    a: self.a.add(i0 * self.ars),
+                    b: self.b.add(j0),
+                    c: self.c.add(i0 * self.crs + j0),
+                    ..*self
+                };
+                #[cfg(target_arch = "x86_64")]
+                if AVX2 {
+                    if nr == NR {
+                        tile.avx2_rows::<true>(mr, nr)
+                    } else {
+                        tile.avx2_rows::<false>(mr, nr)
+                    }
+                    continue;
+                }
+                tile.portable(mr, nr)
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
     unsafe fn avx2_rows<const FULL: bool>(&self, mr: usize, nr: usize) {
         match mr {
             6 => self.avx2::<6, FULL>(nr),

@@ -59,8 +59,8 @@ impl Adam {
     }
 
     /// `update` for CPU tensors in one pass over host memory, the same operations in f32: the
-    /// tensor version's five temporaries of the pack's size cost more than the arithmetic (a
-    /// tenth of a training step with the hand-written kernels).
+    /// tensor version's five temporaries of the pack's size cost more than the arithmetic (0.38
+    /// against 0.16 ms per step of a 3-member pack, beside the kernels' 6-11 ms).
     pub fn update_host(&mut self, flat: &mut [f32], grad: &[f32]) {
         let Params { lr, beta1, beta2, eps } = self.params;
         let (bias1, bias2_sqrt) = self.advance();

@@ -132,43 +132,15 @@ impl Winograd {
     /// y = x (*) w for `b` samples: x the padded input rows [b * seg, c_in], y the output rows
     /// (output t of sample s at row s * seg + t).
     pub fn forward(&mut self, conv: Conv, b: usize, x: &[f32], y: &mut [f32]) {
-        let (tf, tiles) = (&self.tf, b * conv.t / TILE);
-        each_tile(conv, b, |tile, row| {
-            combine(&tf.bt, x, rows(row, conv.c_in), &mut self.v, points(tile, tiles, conv.c_in), conv.c_in, false)
-        });
-        products(tf.alpha, tiles, [conv.c_in, conv.c_out], &self.v, &self.u, &mut self.prod);
-        each_tile(conv, b, |tile, row| {
-            combine(&tf.at, &self.prod, points(tile, tiles, conv.c_out), y, rows(row, conv.c_out), conv.c_out, false)
-        });
+        let buffers = (&mut self.v, &mut self.prod);
+        correlate(&self.tf, conv, b, [conv.c_in, conv.c_out], 0, x, &self.u, buffers, y);
     }
 
     /// dx = dy (*) flipped w: `dy` with `2 * pad` zero rows in front (as `Layer::dy`), dx rows
     /// laid out like the padded input (only each sample's `t` inner rows are written).
     pub fn input_grad(&mut self, conv: Conv, b: usize, dy: &[f32], dx: &mut [f32]) {
-        let (tf, tiles, pad) = (&self.tf, b * conv.t / TILE, conv.pad);
-        each_tile(conv, b, |tile, row| {
-            combine(
-                &tf.bt,
-                dy,
-                rows(row + pad, conv.c_out),
-                &mut self.v_dy,
-                points(tile, tiles, conv.c_out),
-                conv.c_out,
-                false,
-            )
-        });
-        products(tf.alpha, tiles, [conv.c_out, conv.c_in], &self.v_dy, &self.u_back, &mut self.prod);
-        each_tile(conv, b, |tile, row| {
-            combine(
-                &tf.at,
-                &self.prod,
-                points(tile, tiles, conv.c_in),
-                dx,
-                rows(row + pad, conv.c_in),
-                conv.c_in,
-                false,
-            )
-        });
+        let buffers = (&mut self.v_dy, &mut self.prod);
+        correlate(&self.tf, conv, b, [conv.c_out, conv.c_in], conv.pad, dy, &self.u_back, buffers, dx);
     }
 
     /// dW [k, c_in, c_out] (added to its value with `accumulate`) from `dy` (as in
@@ -195,6 +167,31 @@ impl Winograd {
         let block = Rows { offset: 0, stride: c_in * c_out };
         combine(&tf.gt, &self.q, block, dw, block, c_in * c_out, accumulate);
     }
+}
+
+/// dst = src (*) the weights transformed into `u` [alpha, c_src, c_dst], for `b` samples whose
+/// tiles start `offset` rows into each sample in both `src` and `dst`: every tile's rows into
+/// the points (`v`), one product per point (`prod`), the points back into four output rows.
+#[allow(clippy::too_many_arguments)]
+fn correlate(
+    tf: &Transform,
+    conv: Conv,
+    b: usize,
+    [c_src, c_dst]: [usize; 2],
+    offset: usize,
+    src: &[f32],
+    u: &[f32],
+    (v, prod): (&mut Vec<f32>, &mut Vec<f32>),
+    dst: &mut [f32],
+) {
+    let tiles = b * conv.t / TILE;
+    each_tile(conv, b, |tile, row| {
+        combine(&tf.bt, src, rows(row + offset, c_src), v, points(tile, tiles, c_src), c_src, false)
+    });
+    products(tf.alpha, tiles, [c_src, c_dst], v, u, prod);
+    each_tile(conv, b, |tile, row| {
+        combine(&tf.at, prod, points(tile, tiles, c_dst), dst, rows(row + offset, c_dst), c_dst, false)
+    });
 }
 
 /// Calls `f(tile, row)` for every tile of `b` samples: its index and the row of its first

@@ -120,9 +120,10 @@ struct NativeSteps {
 }
 
 /// Samples per forward/backward slice of a step, whatever `train.batch_size`: bounds the
-/// workspace (about 4 MB for the paper's network). Slices of 4, 8, 16 and 32 trained within
-/// the noise of each other on the 2-core CPU (docs/BENCHMARKS.md).
-const SLICE: usize = 32;
+/// workspace, and a slice's activations stay nearer the core.
+/// Timed in one process, slices interleaved: a step of 32 samples took 12% less time in slices
+/// of 16 than in one (20% with the paired Winograd passes), 8 was no faster than 16, 4 slower.
+const SLICE: usize = 16;
 
 /// One thread's workspace and the members' vectors it gathers and produces.
 struct Lane {

@@ -239,7 +239,7 @@ pub fn has_fma() -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn naive(m: usize, n: usize, k: usize, a: Strided, b: Strided) -> Vec<f64> {

@@ -15,75 +15,16 @@
 //!
 //! On the 2-core CPU a member's training step (32 samples) went from 3.5 to 1.8-2.2 ms and an
 //! input gradient from 2.8 to 1.5-1.8 ms: the GEMMs take 2.5x fewer operations, the transforms
-//! (`combine`, AVX2 registers) cost back about a third of that.
+//! (dense, in AVX2 registers) cost back about a third of that. Summing the transforms in
+//! pairs of points (`kernels`) took their share of a step from 27% to 13%.
 
 use super::gemm::{gemm, Strided};
 use super::Conv;
+use kernels::{combine, Rows, Tiles};
+use transform::{Transform, TILE};
 
-/// Outputs per tile.
-const TILE: usize = 4;
-const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
-
-/// The transforms of F(4, k).
-#[derive(Debug, Clone)]
-pub struct Transform {
-    k: usize,
-    /// Points: k + 3.
-    alpha: usize,
-    /// [alpha, alpha]: the input tile's rows into the points.
-    bt: Coef,
-    /// [alpha, k]: the taps into the points, and [k, alpha] its transpose.
-    g: Coef,
-    gt: Coef,
-    /// [TILE, alpha]: the points back into outputs, and [alpha, TILE] its transpose.
-    at: Coef,
-    a: Coef,
-}
-
-/// A transform's coefficients, [outputs, inputs] row-major f32.
-#[derive(Debug, Clone)]
-struct Coef {
-    w: Vec<f32>,
-    inputs: usize,
-}
-
-impl Coef {
-    fn new(m: &[f64], inputs: usize) -> Coef {
-        Coef { w: m.iter().map(|&x| x as f32).collect(), inputs }
-    }
-}
-
-impl Transform {
-    /// F(4, k) for an odd k whose points are all well conditioned (k <= 5), else None.
-    pub fn new(k: usize) -> Option<Transform> {
-        let alpha = k + TILE - 1;
-        if k.is_multiple_of(2) || alpha - 1 > POINTS.len() {
-            return None;
-        }
-        // Row `point` of an n-column Vandermonde matrix; infinity picks the leading coefficient.
-        let vander = |n: usize| -> Vec<f64> {
-            let mut v = vec![0.0; alpha * n];
-            for (i, &p) in POINTS[..alpha - 1].iter().enumerate() {
-                (0..n).for_each(|j| v[i * n + j] = p.powi(j as i32));
-            }
-            v[(alpha - 1) * n + n - 1] = 1.0;
-            v
-        };
-        // Linear convolution of a (TILE taps) and g (k taps) is V^-1 [(V_TILE a) . (V_k g)]; by
-        // transposition the correlation y = sum_kk d[j + kk] g[kk] is
-        // V_TILE^T [(V^-T d) . (V_k g)].
-        let (a, g) = (vander(TILE), vander(k));
-        Some(Transform {
-            k,
-            alpha,
-            bt: Coef::new(&transpose(&invert(&vander(alpha), alpha), alpha, alpha), alpha),
-            gt: Coef::new(&transpose(&g, alpha, k), alpha),
-            g: Coef::new(&g, k),
-            at: Coef::new(&transpose(&a, alpha, TILE), alpha),
-            a: Coef::new(&a, TILE),
-        })
-    }
-}
+mod kernels;
+mod transform;
 
 /// A wide layer's Winograd buffers, sized for `capacity` samples.
 pub struct Winograd {
@@ -148,17 +89,7 @@ impl Winograd {
     pub fn weight_grad(&mut self, conv: Conv, b: usize, dy: &[f32], dw: &mut [f32], accumulate: bool) {
         let (tf, tiles, c_in, c_out) = (&self.tf, b * conv.t / TILE, conv.c_in, conv.c_out);
         // A dy per tile (the output transform's transpose); output row r is dy's row 2 pad + r.
-        each_tile(conv, b, |tile, row| {
-            combine(
-                &tf.a,
-                dy,
-                rows(row + 2 * conv.pad, c_out),
-                &mut self.v_dy,
-                points(tile, tiles, c_out),
-                c_out,
-                false,
-            )
-        });
+        kernels::gradient_points(tf, Tiles { conv, b, offset: 2 * conv.pad }, dy, c_out, &mut self.v_dy);
         for point in 0..tf.alpha {
             let v_t = Strided { data: &self.v, offset: point * tiles * c_in, rs: 1, cs: c_in };
             let p = Strided::rows(&self.v_dy, point * tiles * c_out, c_out);
@@ -184,98 +115,10 @@ fn correlate(
     (v, prod): (&mut Vec<f32>, &mut Vec<f32>),
     dst: &mut [f32],
 ) {
-    let tiles = b * conv.t / TILE;
-    each_tile(conv, b, |tile, row| {
-        combine(&tf.bt, src, rows(row + offset, c_src), v, points(tile, tiles, c_src), c_src, false)
-    });
-    products(tf.alpha, tiles, [c_src, c_dst], v, u, prod);
-    each_tile(conv, b, |tile, row| {
-        combine(&tf.at, prod, points(tile, tiles, c_dst), dst, rows(row + offset, c_dst), c_dst, false)
-    });
-}
-
-/// Calls `f(tile, row)` for every tile of `b` samples: its index and the row of its first
-/// output (sample s's tiles start at row s * seg).
-fn each_tile(conv: Conv, b: usize, mut f: impl FnMut(usize, usize)) {
-    let per_sample = conv.t / TILE;
-    for s in 0..b {
-        (0..per_sample).for_each(|i| f(s * per_sample + i, s * conv.seg() + TILE * i));
-    }
-}
-
-/// Where `combine` reads or writes its rows: row r at `offset + r * stride`.
-#[derive(Clone, Copy)]
-struct Rows {
-    offset: usize,
-    stride: usize,
-}
-
-/// Consecutive rows of `c` floats from row `row` on.
-fn rows(row: usize, c: usize) -> Rows {
-    Rows { offset: row * c, stride: c }
-}
-
-/// A tile's values at every point, [alpha, tiles, c] planes.
-fn points(tile: usize, tiles: usize, c: usize) -> Rows {
-    Rows { offset: tile * c, stride: tiles * c }
-}
-
-/// dst row p (+)= sum over r of coef[p, r] src row r, rows of `c` floats: every transform
-/// (coef [outputs, inputs], at most 8 inputs).
-fn combine(coef: &Coef, src: &[f32], from: Rows, dst: &mut [f32], to: Rows, c: usize, accumulate: bool) {
-    let Coef { ref w, inputs } = *coef;
-    let outputs = w.len() / inputs;
-    assert!(from.offset + (inputs - 1) * from.stride + c <= src.len(), "combine: source out of bounds");
-    assert!(to.offset + (outputs - 1) * to.stride + c <= dst.len(), "combine: destination out of bounds");
-    #[cfg(target_arch = "x86_64")]
-    if c.is_multiple_of(8) && inputs <= 8 && super::gemm::has_fma() {
-        // SAFETY: the asserts bound every row read and written; AVX2 and FMA are present.
-        return unsafe { combine_avx2(w, inputs, src, from, dst, to, c, accumulate) };
-    }
-    for (p, weights) in w.chunks_exact(inputs).enumerate() {
-        let out = &mut dst[to.offset + p * to.stride..][..c];
-        if !accumulate {
-            out.fill(0.0);
-        }
-        for (r, &w) in weights.iter().enumerate() {
-            out.iter_mut().zip(&src[from.offset + r * from.stride..][..c]).for_each(|(o, &x)| *o += w * x);
-        }
-    }
-}
-
-/// `combine` in AVX2 registers, eight channels at a time: the inputs' rows are loaded once and
-/// every output is one chain of FMAs. Skipping the third of the coefficients that are zero made
-/// it slower, with a branch per coefficient (2.2 against 1.85 ms a step) or with lists of the
-/// nonzero ones (whose indexing moves the rows out of registers).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn combine_avx2(
-    coef: &[f32],
-    inputs: usize,
-    src: &[f32],
-    from: Rows,
-    dst: &mut [f32],
-    to: Rows,
-    c: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
-    for j in (0..c).step_by(8) {
-        let mut x = [_mm256_setzero_ps(); 8];
-        for (r, xr) in x.iter_mut().enumerate().take(inputs) {
-            *xr = _mm256_loadu_ps(src.add(from.offset + r * from.stride + j));
-        }
-        for (p, weights) in coef.chunks_exact(inputs).enumerate() {
-            let out = dst.add(to.offset + p * to.stride + j);
-            let mut acc = if accumulate { _mm256_loadu_ps(out) } else { _mm256_setzero_ps() };
-            for (&w, &xr) in weights.iter().zip(&x) {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(w), xr, acc);
-            }
-            _mm256_storeu_ps(out, acc);
-        }
-    }
+    let tiles = Tiles { conv, b, offset };
+    kernels::input_points(tf, tiles, src, c_src, v);
+    products(tf.alpha, tiles.count(), [c_src, c_dst], v, u, prod);
+    kernels::output_rows(tf, tiles, prod, c_dst, dst);
 }
 
 /// prod[point] = v[point] [tiles, c_in] x u[point] [c_in, c_out], one GEMM per point.
@@ -286,59 +129,10 @@ fn products(alpha: usize, tiles: usize, [c_in, c_out]: [usize; 2], v: &[f32], u:
     }
 }
 
-/// `m` [rows, cols] transposed.
-fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    (0..rows * cols).map(|i| m[(i % rows) * cols + i / rows]).collect()
-}
-
-/// The inverse of an n x n matrix (Gauss-Jordan with partial pivoting, f64).
-fn invert(m: &[f64], n: usize) -> Vec<f64> {
-    let mut a = m.to_vec();
-    let mut inv: Vec<f64> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
-    for col in 0..n {
-        let pivot = (col..n).max_by(|&x, &y| a[x * n + col].abs().total_cmp(&a[y * n + col].abs())).unwrap();
-        for j in 0..n {
-            a.swap(col * n + j, pivot * n + j);
-            inv.swap(col * n + j, pivot * n + j);
-        }
-        let d = a[col * n + col];
-        for j in 0..n {
-            a[col * n + j] /= d;
-            inv[col * n + j] /= d;
-        }
-        for row in (0..n).filter(|&r| r != col) {
-            let f = a[row * n + col];
-            for j in 0..n {
-                a[row * n + j] -= f * a[col * n + j];
-                inv[row * n + j] -= f * inv[col * n + j];
-            }
-        }
-    }
-    inv
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// F(4, k) against the plain correlation on random data, for k = 3 and 5.
-    #[test]
-    fn the_transforms_compute_the_correlation() {
-        for k in [3usize, 5] {
-            let tf = Transform::new(k).unwrap();
-            let d: Vec<f32> = (0..tf.alpha).map(|i| ((i * 7 + 3) % 11) as f32 / 5.0 - 1.0).collect();
-            let w: Vec<f32> = (0..k).map(|i| ((i * 5 + 1) % 7) as f32 / 3.0 - 1.0).collect();
-            let v: Vec<f32> =
-                (0..tf.alpha).map(|p| (0..tf.alpha).map(|r| tf.bt.w[p * tf.alpha + r] * d[r]).sum()).collect();
-            let u: Vec<f32> = (0..tf.alpha).map(|p| (0..k).map(|kk| tf.g.w[p * k + kk] * w[kk]).sum()).collect();
-            for j in 0..TILE {
-                let got: f32 = (0..tf.alpha).map(|p| tf.at.w[j * tf.alpha + p] * v[p] * u[p]).sum();
-                let want: f32 = (0..k).map(|kk| d[j + kk] * w[kk]).sum();
-                assert!((got - want).abs() < 1e-5, "k={k} output {j}: {got} vs {want}");
-            }
-        }
-        assert!(Transform::new(7).is_none() && Transform::new(4).is_none());
-    }
+    use crate::model::native::gemm::tests::PORTABLE_ONLY;
 
     /// Values in [-1, 1) from a hash: the same on every machine.
     fn values(len: usize, salt: u64) -> Vec<f32> {
@@ -353,11 +147,14 @@ mod tests {
 
     /// A layer's forward, input gradient and weight gradient through F(4, k) equal the direct
     /// sums (in f64) to within a few f32 roundings of their magnitudes, over several samples
-    /// (rows between samples must neither leak in nor be needed), with accumulation.
+    /// (rows between samples must neither leak in nor be needed), with accumulation. F(4, 5)
+    /// and F(4, 3); channels in whole AVX2 registers (the paired passes) and not (dense sums);
+    /// then everything again in plain Rust.
     #[test]
     fn a_layer_through_the_transforms_equals_the_direct_sums() {
-        // F(4, 5) and F(4, 3); channels in whole AVX2 registers and not (the plain-Rust path).
-        for (c_in, c_out, t, k) in [(16, 32, 64, 5), (32, 16, 32, 5), (20, 12, 16, 5), (16, 24, 32, 3)] {
+        let shapes = [(16, 32, 64, 5), (32, 16, 32, 5), (20, 12, 16, 5), (16, 24, 32, 3)];
+        for ((c_in, c_out, t, k), portable) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+            PORTABLE_ONLY.with(|p| p.set(portable));
             let (pad, b) = (k / 2, 3);
             let conv = Conv { c_in, c_out, t, k, pad };
             let seg = conv.seg();

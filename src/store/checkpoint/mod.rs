@@ -81,13 +81,28 @@ pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBu
         ("header".to_string(), header),
         ("content_sha256".to_string(), hash),
     ]);
-    let data = safetensors::serialize(views, &Some(metadata))?;
+    let data = sorted_header(safetensors::serialize(views, &Some(metadata))?)?;
     let path = path_for(dir, ckpt.header.epoch);
     super::write_atomic(&path, &data)?;
     for old in list(dir)?.into_iter().skip(KEEP) {
         std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     Ok(path)
+}
+
+/// The file's JSON header with its keys sorted. safetensors writes the metadata map in a
+/// HashMap's order, which changes from run to run, so equal checkpoints made different files;
+/// sorted, they are byte for byte equal (same characters, so the same length and padding).
+fn sorted_header(mut data: Vec<u8>) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(data[..8].try_into()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(data[8..8 + n].trim_ascii_end())?;
+    let sorted = serde_json::to_vec(&header)?;
+    if sorted.len() > n {
+        bail!("checkpoint header grew when sorted ({} > {n} bytes)", sorted.len());
+    }
+    data[8..8 + sorted.len()].copy_from_slice(&sorted);
+    data[8 + sorted.len()..8 + n].fill(b' ');
+    Ok(data)
 }
 
 /// The newest checkpoint that verifies, and a message for each newer one that did not.

@@ -30,6 +30,18 @@ fn save_then_load_round_trips_and_prunes() {
     assert_eq!(latest.unwrap(), ckpt(&a, 4));
 }
 
+/// Saved in eight directories (eight metadata HashMaps, each with its own key order), one
+/// checkpoint gives eight identical files.
+#[test]
+fn equal_checkpoints_are_equal_files() {
+    let a = arch();
+    let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    let files: Vec<Vec<u8>> = dirs.iter().map(|d| std::fs::read(save(d.path(), &a, &ckpt(&a, 2)).unwrap()).unwrap()).collect();
+    assert!(files.iter().all(|f| f == &files[0]));
+    let (loaded, damaged) = load_latest(dirs[0].path(), &a, "abc").unwrap();
+    assert!(damaged.is_empty() && loaded.unwrap() == ckpt(&a, 2));
+}
+
 #[test]
 fn a_damaged_newest_checkpoint_falls_back_to_the_previous() {
     let a = arch();

@@ -24,7 +24,8 @@ pub struct PackOutcome {
     pub interrupted: bool,
 }
 
-/// A pack's data on its device: train and test signals and scores. With `train.augment` the
+/// A worker's data on its device, uploaded once for all its packs: train and test signals and
+/// scores. With `train.augment` the
 /// training bank holds every version of every signal (plan::VERSIONS x n), so showing a version
 /// costs nothing in the step: the plan's indices pick it.
 pub struct DeviceData {
@@ -70,6 +71,7 @@ fn augmented(signals: &[f32], length: usize) -> Vec<f32> {
 pub fn train_pack(
     ctx: &TrainContext,
     worker: &Worker,
+    data: &DeviceData,
     members: Vec<MemberStart>,
     on_epoch: &(dyn Fn(&[usize], usize, f64) + Sync),
 ) -> Result<PackOutcome> {
@@ -81,7 +83,6 @@ pub fn train_pack(
     let cfg = &ctx.config.train;
     let arch = &ctx.arch;
     let p = members.len() as i64;
-    let data = DeviceData::upload(ctx, device);
     let (n, bs) = (ctx.train.len(), cfg.batch_size);
     let start_epoch = members[0].epoch();
     let seeds: Vec<u64> = members.iter().map(|m| m.seed).collect();
@@ -117,11 +118,11 @@ pub fn train_pack(
         adam.params.lr = learning_rate(cfg, epoch);
         steps.begin_epoch(&plan);
         for start in (0..n).step_by(bs) {
-            let batch = step::Batch { data: &data, plan: &plan, start, len: bs.min(n - start) };
+            let batch = step::Batch { data, plan: &plan, start, len: bs.min(n - start) };
             steps.step(&mut model, &mut adam, batch);
         }
         profile.lap(Phase::Steps);
-        let test_sse = steps.test_sse(&model, &data);
+        let test_sse = steps.test_sse(&model, data);
         profile.lap(Phase::Evaluation);
         // The device is still working through the queued steps: draw the next epoch's plan
         // on the host meanwhile, before the read-backs below wait for it.

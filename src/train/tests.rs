@@ -24,7 +24,8 @@ fn train(ctx: &TrainContext, members: &[usize]) -> Vec<Checkpoint> {
 fn train_on(ctx: &TrainContext, members: &[usize], threads: usize) -> Vec<Checkpoint> {
     let worker = Worker { device: Device::Cpu, threads };
     let starts = members.iter().map(|&m| MemberStart::fresh(&ctx.config, m, 0)).collect();
-    let outcome = pack::train_pack(ctx, &worker, starts, &|_, _, _| {}).unwrap();
+    let data = pack::DeviceData::upload(ctx, worker.device);
+    let outcome = pack::train_pack(ctx, &worker, &data, starts, &|_, _, _| {}).unwrap();
     outcome.finished
 }
 

@@ -172,10 +172,18 @@ impl Workspace {
 
     /// The member's parameters (`arch.params` order) become the weights of the next steps.
     pub fn set_params(&mut self, params: &[f32]) {
-        self.params.copy_from_slice(params);
-        for (layer, spec) in self.layers.iter_mut().zip(&self.arch.params) {
+        let parts: Vec<&[f32]> = self.arch.params.iter().map(|spec| &params[spec.member_range()]).collect();
+        self.set_param_parts(&parts)
+    }
+
+    /// `set_params` from one slice per parameter, where a pack's buffers hold the member's.
+    pub fn set_param_parts(&mut self, parts: &[&[f32]]) {
+        assert_eq!(parts.len(), self.arch.params.len(), "one slice per parameter");
+        for (spec, part) in self.arch.params.iter().zip(parts) {
+            self.params[spec.member_range()].copy_from_slice(part);
+        }
+        for (layer, w) in self.layers.iter_mut().zip(parts) {
             let Conv { c_in, c_out, k, .. } = layer.conv;
-            let w = &params[spec.member_range()];
             for o in 0..c_out {
                 for c in 0..c_in {
                     for kk in 0..k {

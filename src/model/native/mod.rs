@@ -215,16 +215,17 @@ impl Workspace {
             let (lo, hi) = self.layers.split_at_mut(l + 1);
             let layer = &mut lo[l];
             let Conv { c_in, c_out, k, .. } = layer.conv;
+            let pooled = match hi.first_mut() {
+                Some(next) => Pooled { seg: next.conv.seg(), pad: next.conv.pad, out: &mut next.x },
+                None => Pooled { seg: layer.conv.t / 2, pad: 0, out: &mut self.last },
+            };
             match &mut layer.wino {
-                Some(wino) => wino.forward(layer.conv, b, &layer.x, &mut layer.y),
+                Some(wino) => wino.forward(layer.conv, b, &layer.x, &mut layer.y, pooled),
                 None => {
                     let (x, w) = (Strided::rows(&layer.x, 0, c_in), Strided::rows(&layer.w, 0, c_out));
                     gemm(layer.conv.rows(b), c_out, k * c_in, x, w, &mut layer.y, 0, c_out, false);
+                    pool_relu(&layer.y, layer.conv, b, pooled);
                 }
-            }
-            match hi.first_mut() {
-                Some(next) => pool_relu(&layer.y, layer.conv, b, next.conv.seg(), next.conv.pad, &mut next.x),
-                None => pool_relu(&layer.y, layer.conv, b, layer.conv.t / 2, 0, &mut self.last),
             }
         }
         let (f, c_last) = (self.features, self.layers[last].conv.c_out);
@@ -407,15 +408,24 @@ fn relu(v: f32) -> f32 {
     }
 }
 
+/// Where a layer's pooled output goes: pooled row i of sample s is row `s * seg + pad + i` of
+/// `out` (the next layer's padded input, or the last layer's features).
+struct Pooled<'a> {
+    out: &'a mut [f32],
+    seg: usize,
+    pad: usize,
+}
+
 /// Max-pool by 2 along time, then ReLU (the same as the reverse order, on half the values),
-/// into rows `pad..pad + t/2` of each sample's `seg` rows of `out`.
-fn pool_relu(y: &[f32], conv: Conv, b: usize, seg: usize, pad: usize, out: &mut [f32]) {
+/// from the output rows `y` (sample s's at `s * conv.seg()`) into `pooled`. (The Winograd
+/// layers pool in their output pass instead, with the same operations.)
+fn pool_relu(y: &[f32], conv: Conv, b: usize, pooled: Pooled) {
     let c = conv.c_out;
     for s in 0..b {
         for i in 0..conv.t / 2 {
             let r = (s * conv.seg() + 2 * i) * c;
             let (even, odd) = y[r..r + 2 * c].split_at(c);
-            let dst = &mut out[(s * seg + pad + i) * c..][..c];
+            let dst = &mut pooled.out[(s * pooled.seg + pooled.pad + i) * c..][..c];
             for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
                 *d = relu(if o > e { o } else { e });
             }

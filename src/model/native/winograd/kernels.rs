@@ -9,7 +9,7 @@
 //! the dense transform moves results by f32 roundings only (the layer test bounds both).
 
 use super::transform::{Coef, Transform, TILE};
-use super::Conv;
+use super::{Conv, Pooled};
 
 /// Where a layer's tiles lie: tile (s, i)'s first row is `s * seg + TILE * i + offset` (rows of
 /// `c` floats); in the points' planes [alpha, tiles, c] it is tile `s * t / TILE + i`.
@@ -66,10 +66,30 @@ pub fn gradient_points(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst:
     run(tf, Pass::Gradient, tiles, src, c, dst)
 }
 
-/// Every tile's TILE rows of `dst` = `at` of its points in `src` [alpha, tiles, c].
-pub fn output_rows(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32]) {
+/// Every tile's TILE rows of `dst` = `at` of its points in `src` [alpha, tiles, c]; with
+/// `pooled`, also those rows max-pooled by 2 and ReLU'd into it (as `native::pool_relu` does,
+/// while the rows are in registers: a pass over `dst` less).
+pub fn output_rows(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32], pooled: Option<Pooled>) {
     tiles.check(TILE, dst.len(), tf.alpha, src.len(), c);
-    run(tf, Pass::Output, tiles, src, c, dst)
+    let Some(pooled) = pooled else { return run(tf, Pass::Output, tiles, src, c, dst) };
+    assert!(tiles.offset == 0 && c == tiles.conv.c_out, "winograd: only a layer's output is pooled");
+    let rows = (tiles.b - 1) * pooled.seg + pooled.pad + tiles.conv.t / 2;
+    assert!(rows * c <= pooled.out.len(), "winograd: pooled rows out of bounds");
+    #[cfg(target_arch = "x86_64")]
+    if tf.paired && c.is_multiple_of(8) && super::super::gemm::has_fma() {
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let pool = avx2::Pool { out: pooled.out.as_mut_ptr(), seg: pooled.seg, pad: pooled.pad };
+        // SAFETY: as in `run`, and the assert above bounds every pooled row.
+        unsafe {
+            match tf.alpha {
+                8 => return avx2::output::<8, true>(&tf.at.w, tiles, s, c, d, pool),
+                6 => return avx2::output::<6, true>(&tf.at.w, tiles, s, c, d, pool),
+                _ => {}
+            }
+        }
+    }
+    run(tf, Pass::Output, tiles, src, c, dst);
+    super::super::pool_relu(dst, tiles.conv, tiles.b, pooled);
 }
 
 /// A pass after its bounds are checked: the paired AVX2 kernel where it applies, else `combine`
@@ -86,8 +106,8 @@ fn run(tf: &Transform, pass: Pass, tiles: Tiles, src: &[f32], c: usize, dst: &mu
                 (Pass::Input, 6) => return avx2::input::<6>(&tf.bt.w, tiles, s, c, d),
                 (Pass::Gradient, 8) => return avx2::gradient::<8>(&tf.a.w, tiles, s, c, d),
                 (Pass::Gradient, 6) => return avx2::gradient::<6>(&tf.a.w, tiles, s, c, d),
-                (Pass::Output, 8) => return avx2::output::<8>(&tf.at.w, tiles, s, c, d),
-                (Pass::Output, 6) => return avx2::output::<6>(&tf.at.w, tiles, s, c, d),
+                (Pass::Output, 8) => return avx2::output::<8, false>(&tf.at.w, tiles, s, c, d, avx2::Pool::NONE),
+                (Pass::Output, 6) => return avx2::output::<6, false>(&tf.at.w, tiles, s, c, d, avx2::Pool::NONE),
                 _ => {}
             }
         }
@@ -223,10 +243,31 @@ mod avx2 {
         }
     }
 
+    /// Where `output` writes its pooled rows (`super::Pooled` as a pointer).
+    #[derive(Clone, Copy)]
+    pub struct Pool {
+        pub out: *mut f32,
+        pub seg: usize,
+        pub pad: usize,
+    }
+
+    impl Pool {
+        pub const NONE: Pool = Pool { out: std::ptr::null_mut(), seg: 0, pad: 0 };
+    }
+
     /// `at` in pairs: output j takes each pair's sum (j even) or difference (j odd) times
-    /// p^j, point 0 only in output 0 and infinity only in the last.
+    /// p^j, point 0 only in output 0 and infinity only in the last. With `POOL`, rows (0, 1)
+    /// and (2, 3) are also max-pooled and ReLU'd into `pool`: `max(o, e)` is `o > e ? o : e`
+    /// and `max(0, v)` is `0 > v ? 0 : v`, `pool_relu`'s operations, NaN included.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn output<const A: usize>(at_: &[f32], tiles: Tiles, src: *const f32, c: usize, dst: *mut f32) {
+    pub unsafe fn output<const A: usize, const POOL: bool>(
+        at_: &[f32],
+        tiles: Tiles,
+        src: *const f32,
+        c: usize,
+        dst: *mut f32,
+        pool: Pool,
+    ) {
         let plane = tiles.count() * c;
         let per_sample = tiles.conv.t / TILE;
         for s in 0..tiles.b {
@@ -244,20 +285,31 @@ mod avx2 {
                         sd[p] = _mm256_add_ps(x[p], x[p + 1]);
                         sd[p + 1] = _mm256_sub_ps(x[p], x[p + 1]);
                     }
-                    for out in 0..TILE {
+                    let mut y = [_mm256_setzero_ps(); TILE];
+                    for (out, acc) in y.iter_mut().enumerate() {
                         let base = out * A;
                         let pick = out % 2; // 0: sums, 1: differences
-                        let mut acc = _mm256_mul_ps(at(at_, base + 1), sd[1 + pick]);
+                        *acc = _mm256_mul_ps(at(at_, base + 1), sd[1 + pick]);
                         for p in (3..A - 1).step_by(2) {
-                            acc = _mm256_fmadd_ps(at(at_, base + p), sd[p + pick], acc);
+                            *acc = _mm256_fmadd_ps(at(at_, base + p), sd[p + pick], *acc);
                         }
                         if out == 0 {
-                            acc = _mm256_fmadd_ps(at(at_, base), x[0], acc);
+                            *acc = _mm256_fmadd_ps(at(at_, base), x[0], *acc);
                         }
                         if out == TILE - 1 {
-                            acc = _mm256_fmadd_ps(at(at_, base + A - 1), x[A - 1], acc);
+                            *acc = _mm256_fmadd_ps(at(at_, base + A - 1), x[A - 1], *acc);
                         }
-                        _mm256_storeu_ps(dst.add((row + out) * c + j), acc);
+                        _mm256_storeu_ps(dst.add((row + out) * c + j), *acc);
+                    }
+                    if POOL {
+                        let first = s * pool.seg + pool.pad + TILE / 2 * i;
+                        for q in 0..TILE / 2 {
+                            let max = _mm256_max_ps(y[2 * q + 1], y[2 * q]);
+                            _mm256_storeu_ps(
+                                pool.out.add((first + q) * c + j),
+                                _mm256_max_ps(_mm256_setzero_ps(), max),
+                            );
+                        }
                     }
                 }
             }

@@ -19,7 +19,7 @@
 //! pairs of points (`kernels`) took their share of a step from 27% to 13%.
 
 use super::gemm::{gemm, Strided};
-use super::Conv;
+use super::{Conv, Pooled};
 use kernels::{combine, Rows, Tiles};
 use transform::{Transform, TILE};
 
@@ -71,17 +71,17 @@ impl Winograd {
     }
 
     /// y = x (*) w for `b` samples: x the padded input rows [b * seg, c_in], y the output rows
-    /// (output t of sample s at row s * seg + t).
-    pub fn forward(&mut self, conv: Conv, b: usize, x: &[f32], y: &mut [f32]) {
+    /// (output t of sample s at row s * seg + t); and y max-pooled and ReLU'd into `pooled`.
+    pub fn forward(&mut self, conv: Conv, b: usize, x: &[f32], y: &mut [f32], pooled: Pooled) {
         let buffers = (&mut self.v, &mut self.prod);
-        correlate(&self.tf, conv, b, [conv.c_in, conv.c_out], 0, x, &self.u, buffers, y);
+        correlate(&self.tf, conv, b, [conv.c_in, conv.c_out], 0, x, &self.u, buffers, (y, Some(pooled)));
     }
 
     /// dx = dy (*) flipped w: `dy` with `2 * pad` zero rows in front (as `Layer::dy`), dx rows
     /// laid out like the padded input (only each sample's `t` inner rows are written).
     pub fn input_grad(&mut self, conv: Conv, b: usize, dy: &[f32], dx: &mut [f32]) {
         let buffers = (&mut self.v_dy, &mut self.prod);
-        correlate(&self.tf, conv, b, [conv.c_out, conv.c_in], conv.pad, dy, &self.u_back, buffers, dx);
+        correlate(&self.tf, conv, b, [conv.c_out, conv.c_in], conv.pad, dy, &self.u_back, buffers, (dx, None));
     }
 
     /// dW [k, c_in, c_out] (added to its value with `accumulate`) from `dy` (as in
@@ -102,7 +102,8 @@ impl Winograd {
 
 /// dst = src (*) the weights transformed into `u` [alpha, c_src, c_dst], for `b` samples whose
 /// tiles start `offset` rows into each sample in both `src` and `dst`: every tile's rows into
-/// the points (`v`), one product per point (`prod`), the points back into four output rows.
+/// the points (`v`), one product per point (`prod`), the points back into four output rows
+/// (and those pooled, when asked).
 #[allow(clippy::too_many_arguments)]
 fn correlate(
     tf: &Transform,
@@ -113,12 +114,12 @@ fn correlate(
     src: &[f32],
     u: &[f32],
     (v, prod): (&mut Vec<f32>, &mut Vec<f32>),
-    dst: &mut [f32],
+    (dst, pooled): (&mut [f32], Option<Pooled>),
 ) {
     let tiles = Tiles { conv, b, offset };
     kernels::input_points(tf, tiles, src, c_src, v);
     products(tf.alpha, tiles.count(), [c_src, c_dst], v, u, prod);
-    kernels::output_rows(tf, tiles, prod, c_dst, dst);
+    kernels::output_rows(tf, tiles, prod, c_dst, dst, pooled);
 }
 
 /// prod[point] = v[point] [tiles, c_in] x u[point] [c_in, c_out], one GEMM per point.
@@ -184,7 +185,14 @@ mod tests {
             wino.set_weights(&w, &w_back);
 
             let mut y = vec![0.0; (b + 1) * seg * c_out];
-            wino.forward(conv, b, &x, &mut y);
+            // Pooled into rows with one pad row around each sample's t / 2: bit for bit what
+            // the separate pass computes from y.
+            let (pseg, mut pooled) = (t / 2 + 2, vec![f32::NAN; (b + 1) * (t / 2 + 2) * c_out]);
+            wino.forward(conv, b, &x, &mut y, Pooled { out: &mut pooled, seg: pseg, pad: 1 });
+            let mut want_pooled = vec![f32::NAN; pooled.len()];
+            crate::model::native::pool_relu(&y, conv, b, Pooled { out: &mut want_pooled, seg: pseg, pad: 1 });
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&pooled) == bits(&want_pooled), "pooled in the output pass (portable: {portable})");
             let (mut got, mut want) = (Vec::new(), Vec::new());
             for r in (0..b * seg).filter(|&r| valid(r)) {
                 for o in 0..c_out {

@@ -25,7 +25,9 @@ impl Tiles {
         self.b * self.conv.t / TILE
     }
 
-    /// Calls `f(tile, row)` for every tile: its index and its first row.
+    /// Calls `f(tile, row)` for every tile: its index and its first row. (Inlined, so the
+    /// AVX2 passes' closures compile with their features.)
+    #[inline(always)]
     fn each(&self, mut f: impl FnMut(usize, usize)) {
         let per_sample = self.conv.t / TILE;
         for s in 0..self.b {
@@ -176,42 +178,38 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn input<const A: usize>(bt: &[f32], tiles: Tiles, src: *const f32, c: usize, dst: *mut f32) {
         let plane = tiles.count() * c;
-        let per_sample = tiles.conv.t / TILE;
-        for s in 0..tiles.b {
-            for i in 0..per_sample {
-                let (tile, row) = (s * per_sample + i, s * tiles.conv.seg() + TILE * i + tiles.offset);
-                for j in (0..c).step_by(8) {
-                    let mut x = [_mm256_setzero_ps(); A];
-                    for (r, xr) in x.iter_mut().enumerate() {
-                        *xr = _mm256_loadu_ps(src.add((row + r) * c + j));
+        tiles.each(|tile, row| {
+            for j in (0..c).step_by(8) {
+                let mut x = [_mm256_setzero_ps(); A];
+                for (r, xr) in x.iter_mut().enumerate() {
+                    *xr = _mm256_loadu_ps(src.add((row + r) * c + j));
+                }
+                let out = dst.add(tile * c + j);
+                let mut zero = _mm256_mul_ps(at(bt, 0), x[0]);
+                for r in (2..A - 1).step_by(2) {
+                    zero = _mm256_fmadd_ps(at(bt, r), x[r], zero);
+                }
+                _mm256_storeu_ps(out, zero);
+                let last = (A - 1) * A;
+                let mut inf = _mm256_mul_ps(at(bt, last + 1), x[1]);
+                for r in (3..A).step_by(2) {
+                    inf = _mm256_fmadd_ps(at(bt, last + r), x[r], inf);
+                }
+                _mm256_storeu_ps(out.add((A - 1) * plane), inf);
+                for p in (1..A - 1).step_by(2) {
+                    let mut even = _mm256_mul_ps(at(bt, p * A + 2), x[2]);
+                    for r in (4..A - 1).step_by(2) {
+                        even = _mm256_fmadd_ps(at(bt, p * A + r), x[r], even);
                     }
-                    let out = dst.add(tile * c + j);
-                    let mut zero = _mm256_mul_ps(at(bt, 0), x[0]);
-                    for r in (2..A - 1).step_by(2) {
-                        zero = _mm256_fmadd_ps(at(bt, r), x[r], zero);
+                    let mut odd = _mm256_mul_ps(at(bt, p * A + 1), x[1]);
+                    for r in (3..A - 2).step_by(2) {
+                        odd = _mm256_fmadd_ps(at(bt, p * A + r), x[r], odd);
                     }
-                    _mm256_storeu_ps(out, zero);
-                    let last = (A - 1) * A;
-                    let mut inf = _mm256_mul_ps(at(bt, last + 1), x[1]);
-                    for r in (3..A).step_by(2) {
-                        inf = _mm256_fmadd_ps(at(bt, last + r), x[r], inf);
-                    }
-                    _mm256_storeu_ps(out.add((A - 1) * plane), inf);
-                    for p in (1..A - 1).step_by(2) {
-                        let mut even = _mm256_mul_ps(at(bt, p * A + 2), x[2]);
-                        for r in (4..A - 1).step_by(2) {
-                            even = _mm256_fmadd_ps(at(bt, p * A + r), x[r], even);
-                        }
-                        let mut odd = _mm256_mul_ps(at(bt, p * A + 1), x[1]);
-                        for r in (3..A - 2).step_by(2) {
-                            odd = _mm256_fmadd_ps(at(bt, p * A + r), x[r], odd);
-                        }
-                        _mm256_storeu_ps(out.add(p * plane), _mm256_add_ps(even, odd));
-                        _mm256_storeu_ps(out.add((p + 1) * plane), _mm256_sub_ps(even, odd));
-                    }
+                    _mm256_storeu_ps(out.add(p * plane), _mm256_add_ps(even, odd));
+                    _mm256_storeu_ps(out.add((p + 1) * plane), _mm256_sub_ps(even, odd));
                 }
             }
-        }
+        });
     }
 
     /// `a` in pairs: point 0 is row 0, infinity row TILE - 1, and each pair (p, p + 1) is
@@ -219,28 +217,24 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gradient<const A: usize>(a: &[f32], tiles: Tiles, src: *const f32, c: usize, dst: *mut f32) {
         let plane = tiles.count() * c;
-        let per_sample = tiles.conv.t / TILE;
-        for s in 0..tiles.b {
-            for i in 0..per_sample {
-                let (tile, row) = (s * per_sample + i, s * tiles.conv.seg() + TILE * i + tiles.offset);
-                for j in (0..c).step_by(8) {
-                    let mut d = [_mm256_setzero_ps(); TILE];
-                    for (r, dr) in d.iter_mut().enumerate() {
-                        *dr = _mm256_loadu_ps(src.add((row + r) * c + j));
-                    }
-                    let out = dst.add(tile * c + j);
-                    _mm256_storeu_ps(out, _mm256_mul_ps(at(a, 0), d[0]));
-                    let last = (A - 1) * TILE;
-                    _mm256_storeu_ps(out.add((A - 1) * plane), _mm256_mul_ps(at(a, last + TILE - 1), d[TILE - 1]));
-                    for p in (1..A - 1).step_by(2) {
-                        let even = _mm256_fmadd_ps(at(a, p * TILE + 2), d[2], _mm256_mul_ps(at(a, p * TILE), d[0]));
-                        let odd = _mm256_fmadd_ps(at(a, p * TILE + 3), d[3], _mm256_mul_ps(at(a, p * TILE + 1), d[1]));
-                        _mm256_storeu_ps(out.add(p * plane), _mm256_add_ps(even, odd));
-                        _mm256_storeu_ps(out.add((p + 1) * plane), _mm256_sub_ps(even, odd));
-                    }
+        tiles.each(|tile, row| {
+            for j in (0..c).step_by(8) {
+                let mut d = [_mm256_setzero_ps(); TILE];
+                for (r, dr) in d.iter_mut().enumerate() {
+                    *dr = _mm256_loadu_ps(src.add((row + r) * c + j));
+                }
+                let out = dst.add(tile * c + j);
+                _mm256_storeu_ps(out, _mm256_mul_ps(at(a, 0), d[0]));
+                let last = (A - 1) * TILE;
+                _mm256_storeu_ps(out.add((A - 1) * plane), _mm256_mul_ps(at(a, last + TILE - 1), d[TILE - 1]));
+                for p in (1..A - 1).step_by(2) {
+                    let even = _mm256_fmadd_ps(at(a, p * TILE + 2), d[2], _mm256_mul_ps(at(a, p * TILE), d[0]));
+                    let odd = _mm256_fmadd_ps(at(a, p * TILE + 3), d[3], _mm256_mul_ps(at(a, p * TILE + 1), d[1]));
+                    _mm256_storeu_ps(out.add(p * plane), _mm256_add_ps(even, odd));
+                    _mm256_storeu_ps(out.add((p + 1) * plane), _mm256_sub_ps(even, odd));
                 }
             }
-        }
+        });
     }
 
     /// Where `output` writes its pooled rows (`super::Pooled` as a pointer).
@@ -268,52 +262,46 @@ mod avx2 {
         dst: *mut f32,
         pool: Pool,
     ) {
-        let plane = tiles.count() * c;
-        let per_sample = tiles.conv.t / TILE;
-        for s in 0..tiles.b {
-            for i in 0..per_sample {
-                let (tile, row) = (s * per_sample + i, s * tiles.conv.seg() + TILE * i + tiles.offset);
-                for j in (0..c).step_by(8) {
-                    let from = src.add(tile * c + j);
-                    let mut x = [_mm256_setzero_ps(); A];
-                    for (p, xp) in x.iter_mut().enumerate() {
-                        *xp = _mm256_loadu_ps(from.add(p * plane));
+        let (plane, per_sample) = (tiles.count() * c, tiles.conv.t / TILE);
+        tiles.each(|tile, row| {
+            for j in (0..c).step_by(8) {
+                let from = src.add(tile * c + j);
+                let mut x = [_mm256_setzero_ps(); A];
+                for (p, xp) in x.iter_mut().enumerate() {
+                    *xp = _mm256_loadu_ps(from.add(p * plane));
+                }
+                // Pair q of points (2q + 1, 2q + 2): their sum in slot 2q + 1, difference in 2q + 2.
+                let mut sd = x;
+                for p in (1..A - 1).step_by(2) {
+                    sd[p] = _mm256_add_ps(x[p], x[p + 1]);
+                    sd[p + 1] = _mm256_sub_ps(x[p], x[p + 1]);
+                }
+                let mut y = [_mm256_setzero_ps(); TILE];
+                for (out, acc) in y.iter_mut().enumerate() {
+                    let base = out * A;
+                    let pick = out % 2; // 0: sums, 1: differences
+                    *acc = _mm256_mul_ps(at(at_, base + 1), sd[1 + pick]);
+                    for p in (3..A - 1).step_by(2) {
+                        *acc = _mm256_fmadd_ps(at(at_, base + p), sd[p + pick], *acc);
                     }
-                    // Pair q of points (2q + 1, 2q + 2): their sum in slot 2q + 1, difference in 2q + 2.
-                    let mut sd = x;
-                    for p in (1..A - 1).step_by(2) {
-                        sd[p] = _mm256_add_ps(x[p], x[p + 1]);
-                        sd[p + 1] = _mm256_sub_ps(x[p], x[p + 1]);
+                    if out == 0 {
+                        *acc = _mm256_fmadd_ps(at(at_, base), x[0], *acc);
                     }
-                    let mut y = [_mm256_setzero_ps(); TILE];
-                    for (out, acc) in y.iter_mut().enumerate() {
-                        let base = out * A;
-                        let pick = out % 2; // 0: sums, 1: differences
-                        *acc = _mm256_mul_ps(at(at_, base + 1), sd[1 + pick]);
-                        for p in (3..A - 1).step_by(2) {
-                            *acc = _mm256_fmadd_ps(at(at_, base + p), sd[p + pick], *acc);
-                        }
-                        if out == 0 {
-                            *acc = _mm256_fmadd_ps(at(at_, base), x[0], *acc);
-                        }
-                        if out == TILE - 1 {
-                            *acc = _mm256_fmadd_ps(at(at_, base + A - 1), x[A - 1], *acc);
-                        }
-                        _mm256_storeu_ps(dst.add((row + out) * c + j), *acc);
+                    if out == TILE - 1 {
+                        *acc = _mm256_fmadd_ps(at(at_, base + A - 1), x[A - 1], *acc);
                     }
-                    if POOL {
-                        let first = s * pool.seg + pool.pad + TILE / 2 * i;
-                        for q in 0..TILE / 2 {
-                            let max = _mm256_max_ps(y[2 * q + 1], y[2 * q]);
-                            _mm256_storeu_ps(
-                                pool.out.add((first + q) * c + j),
-                                _mm256_max_ps(_mm256_setzero_ps(), max),
-                            );
-                        }
+                    _mm256_storeu_ps(dst.add((row + out) * c + j), *acc);
+                }
+                if POOL {
+                    let (s, i) = (tile / per_sample, tile % per_sample);
+                    let first = s * pool.seg + pool.pad + TILE / 2 * i;
+                    for q in 0..TILE / 2 {
+                        let max = _mm256_max_ps(y[2 * q + 1], y[2 * q]);
+                        _mm256_storeu_ps(pool.out.add((first + q) * c + j), _mm256_max_ps(_mm256_setzero_ps(), max));
                     }
                 }
             }
-        }
+        });
     }
 
     /// `combine` in registers, eight channels at a time: the inputs' rows are loaded once and

@@ -3,10 +3,10 @@
 //! they fall back to (and that transforms the weights).
 //!
 //! The AVX2 passes use the pairing of the points (`transform::paired`): each pair of rows
-//! comes from an even and an odd half sum, 32 instead of 64 multiply-adds per tile and channel
-//! for `bt`, 20 instead of 32 for `at`, 16 instead of 32 for `a`, and one call runs every
-//! tile (a call per tile cost a tenth of the work it wrapped). Summing in another order than
-//! the dense transform moves results by f32 roundings only (the layer test bounds both).
+//! comes from an even and an odd half sum, 32 instead of 64 operations per tile and channel
+//! for `bt`, 20 instead of 32 for `at` and for `a`, and one call runs every tile (instead of a
+//! call with its bounds checks per tile). Summing in another order than the dense transform
+//! moves results by f32 roundings only (the layer test bounds both).
 
 use super::transform::{Coef, Transform, TILE};
 use super::{Conv, Pooled};

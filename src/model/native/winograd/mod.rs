@@ -16,7 +16,7 @@
 //! On the 2-core CPU a member's training step (32 samples) went from 3.5 to 1.8-2.2 ms and an
 //! input gradient from 2.8 to 1.5-1.8 ms: the GEMMs take 2.5x fewer operations, the transforms
 //! (dense, in AVX2 registers) cost back about a third of that. Summing the transforms in
-//! pairs of points (`kernels`) took their share of a step from 27% to 13%.
+//! pairs of points (`kernels`) took their share of a training run from 27% to 14-17% (perf).
 
 use super::gemm::{gemm, Strided};
 use super::{Conv, Pooled};

@@ -59,13 +59,13 @@ enum Pass {
 /// `dst` [alpha, tiles, c] = `bt` of every tile's alpha rows of `src`.
 pub fn input_points(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32]) {
     tiles.check(tf.alpha, src.len(), tf.alpha, dst.len(), c);
-    run(tf, Pass::Input, tiles, src, c, dst)
+    run(tf, Pass::Input, tiles, src, c, dst, None)
 }
 
 /// `dst` [alpha, tiles, c] = `a` of every tile's TILE rows of `src` (the output gradient).
 pub fn gradient_points(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32]) {
     tiles.check(TILE, src.len(), tf.alpha, dst.len(), c);
-    run(tf, Pass::Gradient, tiles, src, c, dst)
+    run(tf, Pass::Gradient, tiles, src, c, dst, None)
 }
 
 /// Every tile's TILE rows of `dst` = `at` of its points in `src` [alpha, tiles, c]; with
@@ -73,43 +73,34 @@ pub fn gradient_points(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst:
 /// while the rows are in registers: a pass over `dst` less).
 pub fn output_rows(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32], pooled: Option<Pooled>) {
     tiles.check(TILE, dst.len(), tf.alpha, src.len(), c);
-    let Some(pooled) = pooled else { return run(tf, Pass::Output, tiles, src, c, dst) };
-    assert!(tiles.offset == 0 && c == tiles.conv.c_out, "winograd: only a layer's output is pooled");
-    let rows = (tiles.b - 1) * pooled.seg + pooled.pad + tiles.conv.t / 2;
-    assert!(rows * c <= pooled.out.len(), "winograd: pooled rows out of bounds");
-    #[cfg(target_arch = "x86_64")]
-    if tf.paired && c.is_multiple_of(8) && super::super::gemm::has_fma() {
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let pool = avx2::Pool { out: pooled.out.as_mut_ptr(), seg: pooled.seg, pad: pooled.pad };
-        // SAFETY: as in `run`, and the assert above bounds every pooled row.
-        unsafe {
-            match tf.alpha {
-                8 => return avx2::output::<8, true>(&tf.at.w, tiles, s, c, d, pool),
-                6 => return avx2::output::<6, true>(&tf.at.w, tiles, s, c, d, pool),
-                _ => {}
-            }
-        }
+    if let Some(pooled) = &pooled {
+        assert!(tiles.offset == 0 && c == tiles.conv.c_out, "winograd: only a layer's output is pooled");
+        let rows = (tiles.b - 1) * pooled.seg + pooled.pad + tiles.conv.t / 2;
+        assert!(rows * c <= pooled.out.len(), "winograd: pooled rows out of bounds");
     }
-    run(tf, Pass::Output, tiles, src, c, dst);
-    super::super::pool_relu(dst, tiles.conv, tiles.b, pooled);
+    run(tf, Pass::Output, tiles, src, c, dst, pooled)
 }
 
 /// A pass after its bounds are checked: the paired AVX2 kernel where it applies, else `combine`
-/// per tile.
-fn run(tf: &Transform, pass: Pass, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32]) {
+/// per tile (then `pool_relu` over the output rows, for a pooled output pass).
+fn run(tf: &Transform, pass: Pass, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32], mut pooled: Option<Pooled>) {
     #[cfg(target_arch = "x86_64")]
     if tf.paired && c.is_multiple_of(8) && super::super::gemm::has_fma() {
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        // SAFETY: the callers' `check` bounds every row and point the kernels touch; AVX2 and
-        // FMA are present; `paired` holds, so the kernels' sums are the transforms.
+        let pool = pooled.as_mut().map(|p| avx2::Pool { out: p.out.as_mut_ptr(), seg: p.seg, pad: p.pad });
+        let (at, none) = (&tf.at.w, avx2::Pool::NONE);
+        // SAFETY: the callers' asserts bound every row, point and pooled row the kernels touch;
+        // AVX2 and FMA are present; `paired` holds, so the kernels' sums are the transforms.
         unsafe {
-            match (pass, tf.alpha) {
-                (Pass::Input, 8) => return avx2::input::<8>(&tf.bt.w, tiles, s, c, d),
-                (Pass::Input, 6) => return avx2::input::<6>(&tf.bt.w, tiles, s, c, d),
-                (Pass::Gradient, 8) => return avx2::gradient::<8>(&tf.a.w, tiles, s, c, d),
-                (Pass::Gradient, 6) => return avx2::gradient::<6>(&tf.a.w, tiles, s, c, d),
-                (Pass::Output, 8) => return avx2::output::<8, false>(&tf.at.w, tiles, s, c, d, avx2::Pool::NONE),
-                (Pass::Output, 6) => return avx2::output::<6, false>(&tf.at.w, tiles, s, c, d, avx2::Pool::NONE),
+            match (pass, tf.alpha, pool) {
+                (Pass::Input, 8, _) => return avx2::input::<8>(&tf.bt.w, tiles, s, c, d),
+                (Pass::Input, 6, _) => return avx2::input::<6>(&tf.bt.w, tiles, s, c, d),
+                (Pass::Gradient, 8, _) => return avx2::gradient::<8>(&tf.a.w, tiles, s, c, d),
+                (Pass::Gradient, 6, _) => return avx2::gradient::<6>(&tf.a.w, tiles, s, c, d),
+                (Pass::Output, 8, None) => return avx2::output::<8, false>(at, tiles, s, c, d, none),
+                (Pass::Output, 6, None) => return avx2::output::<6, false>(at, tiles, s, c, d, none),
+                (Pass::Output, 8, Some(pool)) => return avx2::output::<8, true>(at, tiles, s, c, d, pool),
+                (Pass::Output, 6, Some(pool)) => return avx2::output::<6, true>(at, tiles, s, c, d, pool),
                 _ => {}
             }
         }
@@ -120,6 +111,9 @@ fn run(tf: &Transform, pass: Pass, tiles: Tiles, src: &[f32], c: usize, dst: &mu
         Pass::Gradient => combine(&tf.a, src, rows(row, c), dst, points(tile, count, c), c, false),
         Pass::Output => combine(&tf.at, src, points(tile, count, c), dst, rows(row, c), c, false),
     });
+    if let Some(pooled) = pooled {
+        super::super::pool_relu(dst, tiles.conv, tiles.b, pooled);
+    }
 }
 
 /// Where `combine` reads or writes its rows: row r at `offset + r * stride`.

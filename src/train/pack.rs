@@ -11,6 +11,7 @@ use crate::model::PackedCnn;
 use crate::store::checkpoint::{self, Checkpoint, EpochLog, Header};
 use anyhow::Result;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use tch::{Device, Tensor};
 
 /// What became of a pack's members.
@@ -25,9 +26,9 @@ pub struct PackOutcome {
 }
 
 /// A worker's data on its device, uploaded once for all its packs: train and test signals and
-/// scores. With `train.augment` the
-/// training bank holds every version of every signal (plan::VERSIONS x n), so showing a version
-/// costs nothing in the step: the plan's indices pick it.
+/// scores. With `train.augment` the training bank holds every version of every signal
+/// (plan::VERSIONS x n), so showing a version costs nothing in the step: the plan's indices
+/// pick it.
 pub struct DeviceData {
     pub train_x: Tensor,
     pub train_y: Tensor,
@@ -42,10 +43,10 @@ impl DeviceData {
         let (train, length) = (&ctx.train, ctx.arch.length as usize);
         // Built on the host in one pass and copied once: libtorch's flip, negations and cat
         // took 9-17 ms a pack (a third of a 12-member, 5-epoch benchmark's set-up).
-        let (bank, scores) = if ctx.config.train.augment {
-            (augmented(&train.perturbed, length), train.scores.repeat(super::plan::VERSIONS))
+        let (bank, scores): (Cow<[f32]>, Cow<[f32]>) = if ctx.config.train.augment {
+            (augmented(&train.perturbed, length).into(), train.scores.repeat(super::plan::VERSIONS).into())
         } else {
-            (train.perturbed.clone(), train.scores.clone())
+            (train.perturbed[..].into(), train.scores[..].into())
         };
         DeviceData {
             train_x: up(&bank).view(shape(bank.len() / (ctx.arch.dims as usize * length))),

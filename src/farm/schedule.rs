@@ -6,8 +6,10 @@ use anyhow::Result;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-/// Runs every job on some worker and returns each job's result (in completion order). Once a
-/// stop is requested no new job starts; the running ones checkpoint and return.
+/// Runs every job on some worker and returns the results in job order, whichever worker
+/// finished first (explain folds its packs' means in this order, so the ensemble is the same
+/// to the last bit from run to run). Once a stop is requested no new job starts; the running
+/// ones checkpoint and return, and the jobs never started have no result.
 pub fn run_queue<J, R>(
     workers: &[Worker],
     jobs: Vec<J>,
@@ -17,7 +19,7 @@ where
     J: Send,
     R: Send,
 {
-    let queue = Mutex::new(VecDeque::from(jobs));
+    let queue = Mutex::new(jobs.into_iter().enumerate().collect::<VecDeque<_>>());
     let results = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for worker in workers {
@@ -29,14 +31,16 @@ where
                     if signals::stop_requested() {
                         break;
                     }
-                    let Some(job) = queue.lock().expect("queue lock").pop_front() else { break };
+                    let Some((index, job)) = queue.lock().expect("queue lock").pop_front() else { break };
                     let result = work(worker, job);
-                    results.lock().expect("results lock").push(result);
+                    results.lock().expect("results lock").push((index, result));
                 }
             });
         }
     });
-    results.into_inner().expect("results lock")
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 #[cfg(test)]
@@ -45,11 +49,14 @@ mod tests {
     use tch::Device;
 
     #[test]
-    fn every_job_runs_once_across_workers() {
+    fn every_job_runs_once_across_workers_and_results_keep_job_order() {
         let workers = vec![Worker { device: Device::Cpu, threads: 1 }; 3];
-        let mut got: Vec<usize> =
-            run_queue(&workers, (0..20).collect(), |_, j| Ok(j * 2)).into_iter().map(|r| r.unwrap()).collect();
-        got.sort();
+        // Early jobs take longest, so later ones finish first.
+        let work = |_: &Worker, j: usize| {
+            std::thread::sleep(std::time::Duration::from_millis(20u64.saturating_sub(j as u64)));
+            Ok(j * 2)
+        };
+        let got: Vec<usize> = run_queue(&workers, (0..20).collect(), work).into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(got, (0..20).map(|j| j * 2).collect::<Vec<_>>());
     }
 }

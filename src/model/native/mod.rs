@@ -458,17 +458,16 @@ fn pool_relu_backward(layer: &mut Layer, b: usize, seg: usize, pad: usize, poole
     }
 }
 
-/// dx of a narrow layer from its unfolded gradient: input row q collects column block kk of
-/// output row q - kk, for every kk whose window reaches it.
+/// dx of a narrow layer from its unfolded gradient: output row r's window adds into input rows
+/// r..r + k, which lie side by side, so each row of `cols` is one contiguous add (per input row
+/// and channel, a loop over the windows reaching it was 6% of explain). Rows run backwards so
+/// each input row still sums its windows in kk order, as the per-row loop did.
 fn fold_windows(cols: &[f32], conv: Conv, b: usize, dx: &mut [f32]) {
-    let (c_in, k, rows, width) = (conv.c_in, conv.k, conv.rows(b), conv.cols_width());
-    for q in 0..b * conv.seg() {
-        let out = &mut dx[q * c_in..][..c_in];
-        out.fill(0.0);
-        for kk in (0..k).filter(|&kk| q >= kk && q - kk < rows) {
-            let src = &cols[(q - kk) * width + kk * c_in..][..c_in];
-            out.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
-        }
+    let (c_in, span, width) = (conv.c_in, conv.k * conv.c_in, conv.cols_width());
+    dx[..b * conv.seg() * c_in].fill(0.0);
+    for r in (0..conv.rows(b)).rev() {
+        let out = &mut dx[r * c_in..][..span];
+        out.iter_mut().zip(&cols[r * width..][..span]).for_each(|(o, &v)| *o += v);
     }
 }
 

@@ -18,9 +18,9 @@ pub struct Objective<'a> {
     native: Option<RefCell<Native>>,
 }
 
-/// Signals per pass of the hand-written kernels (passes of 1 to 32 ran within the noise of each
-/// other, docs/BENCHMARKS.md); bounds the workspace to about 4 MB.
-const NATIVE_BATCH: usize = 32;
+/// Signals per pass of the hand-written kernels: 16 explained 12 members 1.2x faster than 32 and
+/// 1.1x faster than 8 (three alternating rounds each, docs/BENCHMARKS.md).
+const NATIVE_BATCH: usize = 16;
 
 impl<'a> Objective<'a> {
     pub fn new(model: &'a PackedCnn, target: f64) -> Objective<'a> {
@@ -89,9 +89,7 @@ impl<'a> Objective<'a> {
         let loss = self.piece_loss(&x);
         // Pairs are independent (no batch statistics), so the gradient of the sum is each
         // pair's own gradient.
-        let grad = Tensor::run_backward(&[loss.sum(Kind::Float)], &[&x], false, false)
-            .pop()
-            .expect("one input");
+        let grad = Tensor::run_backward(&[loss.sum(Kind::Float)], &[&x], false, false).pop().expect("one input");
         (loss.detach(), grad)
     }
 }
@@ -108,7 +106,8 @@ struct Native {
 impl Native {
     fn new(model: &PackedCnn) -> Native {
         let flat = model.flat.detach();
-        let members = (0..model.members).map(|m| Vec::try_from(&model.member_vector(&flat, m)).expect("f32 weights")).collect();
+        let members =
+            (0..model.members).map(|m| Vec::try_from(&model.member_vector(&flat, m)).expect("f32 weights")).collect();
         Native { workspace: Workspace::new(&model.arch, NATIVE_BATCH), members, loaded: None }
     }
 

@@ -127,8 +127,10 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     run.stage_started(Stage::Train, &devices.names())?;
 
     // Packs are fixed chunks of member indices, so an interrupted run regroups exactly as it
-    // did before and resumes bit for bit (a member's rounding depends on its pack's size).
-    let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, owned.len()));
+    // did before and resumes bit for bit (with libtorch's kernels a member's rounding depends
+    // on its pack's size).
+    let native = ctx.kernels == crate::model::native::host::Kernels::Native;
+    let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, owned.len(), native));
     let (failed_before, active): (Vec<usize>, Vec<usize>) = owned.iter().partition(|&&m| run.member_dir(m).join(FAILED).exists());
     let mut failed = failed_before;
     let mut finished = Vec::new();

@@ -23,6 +23,8 @@ fn agra_run_produces_every_output_and_a_second_run_skips_everything() {
     }
     let report = std::fs::read_to_string(run_dir.join("report/report.md")).unwrap();
     assert!(report.contains("Table I") && report.contains("Table IV"));
+    let r2 = format!("R² {:.3} ± {:.3}", lines[1]["r2_mean"].as_f64().unwrap(), lines[1]["r2_std"].as_f64().unwrap());
+    assert!(report.contains(&r2), "the report states the members' quality as train did: {r2}");
     for link in report.lines().filter_map(|l| l.split("](").nth(1)).map(|l| l.split(')').next().unwrap()) {
         assert!(run_dir.join("report").join(link).exists(), "broken link {link}");
     }

@@ -9,6 +9,7 @@ mod tables;
 use crate::explain::load_method;
 use crate::metrics::{self, Evaluation};
 use crate::progress::Progress;
+use crate::store::checkpoint::EpochLog;
 use crate::store::rundir::Stage;
 use crate::store::RunDir;
 use anyhow::Result;
@@ -115,11 +116,14 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
             figures.push(("Methods compared", stem));
         }
     }
-    if let Some(stem) = training_curves(run, &figs)? {
+    let histories = member_histories(run)?;
+    if let Some(stem) = training_curves(&histories, &figs)? {
         figures.push(("Training: mean MSE over members per epoch", stem));
     }
+    let test_scores = crate::data::io::read_split(&run.split_path("test"))?.scores;
+    let quality = Quality::of(&histories, run.config.train.epochs, &test_scores);
 
-    let (markdown, claims) = markdown(run, &e, &methods, &figures);
+    let (markdown, claims) = markdown(run, &e, &methods, &figures, quality.as_ref());
     std::fs::create_dir_all(&dir)?;
     crate::store::write_atomic(&dir.join("report.md"), markdown.as_bytes())?;
     crate::store::write_atomic(&dir.join("tables.csv"), tables::csv(&e).as_bytes())?;
@@ -133,8 +137,8 @@ fn k_axis(k: &[usize]) -> Vec<f64> {
     k.iter().map(|&k| k as f64).collect()
 }
 
-/// Mean train and test MSE over members per epoch, from the checkpoints' histories.
-fn training_curves(run: &RunDir, figs: &Path) -> Result<Option<String>> {
+/// Every member's per-epoch log, from its newest checkpoint.
+fn member_histories(run: &RunDir) -> Result<Vec<Vec<EpochLog>>> {
     let arch = crate::model::Architecture::new(&run.config.model, run.config.data.dims, run.config.data.length);
     let mut histories = Vec::new();
     for m in 0..run.config.train.members {
@@ -142,6 +146,35 @@ fn training_curves(run: &RunDir, figs: &Path) -> Result<Option<String>> {
             histories.push(c.header.history);
         }
     }
+    Ok(histories)
+}
+
+/// How well the explained members predict the score: every table reads differently for
+/// members that barely learned it.
+struct Quality {
+    members: usize,
+    mse: (f64, f64),
+    r2: (f64, f64),
+    r2_min: f64,
+}
+
+impl Quality {
+    fn of(histories: &[Vec<EpochLog>], epochs: usize, test_scores: &[f32]) -> Option<Quality> {
+        let finished = histories.iter().filter_map(|h| h.last()).filter(|l| l.epoch == epochs);
+        let mse: Vec<f64> = finished.map(|l| l.test_mse).collect();
+        let variance = crate::train::variance(test_scores);
+        let r2: Vec<f64> = mse.iter().map(|m| 1.0 - m / variance).collect();
+        (!mse.is_empty()).then(|| Quality {
+            members: mse.len(),
+            mse: metrics::stats::mean_std(&mse),
+            r2: metrics::stats::mean_std(&r2),
+            r2_min: r2.iter().copied().fold(f64::INFINITY, f64::min),
+        })
+    }
+}
+
+/// Mean train and test MSE over members per epoch.
+fn training_curves(histories: &[Vec<EpochLog>], figs: &Path) -> Result<Option<String>> {
     let epochs = histories.iter().map(Vec::len).min().unwrap_or(0);
     if epochs == 0 {
         return Ok(None);
@@ -160,7 +193,13 @@ fn training_curves(run: &RunDir, figs: &Path) -> Result<Option<String>> {
     Ok(Some("training".into()))
 }
 
-fn markdown(run: &RunDir, e: &Evaluation, methods: &[String], figures: &[(&str, String)]) -> (String, Vec<(String, bool)>) {
+fn markdown(
+    run: &RunDir,
+    e: &Evaluation,
+    methods: &[String],
+    figures: &[(&str, String)],
+    quality: Option<&Quality>,
+) -> (String, Vec<(String, bool)>) {
     let mut md = String::new();
     let c = &run.config;
     let _ = writeln!(md, "# agra report\n");
@@ -170,6 +209,14 @@ fn markdown(run: &RunDir, e: &Evaluation, methods: &[String], figures: &[(&str, 
          Doing nothing (the perturbed input itself) has MSE {:.5} against the ideal signal.\n",
         c.hash(), e.members, e.signals, e.split, e.excluded_unperturbed, e.identity_mse
     );
+    if let Some(q) = quality {
+        let _ = writeln!(
+            md,
+            "The {} finished members predict the test scores with MSE {:.4} ± {:.4}: R² {:.3} ± {:.3}, min {:.3} \
+             (1 - MSE / variance of the test scores).\n",
+            q.members, q.mse.0, q.mse.1, q.r2.0, q.r2.1, q.r2_min
+        );
+    }
     let reconstructing: Vec<String> = methods.iter().filter(|m| matches!(m.as_str(), "grad" | "smoothgrad")).cloned().collect();
     let _ = writeln!(md, "## Table I: reconstruction MSE (lower is better; NA for methods that do not reconstruct)\n");
     let _ = writeln!(md, "{}", tables::single_vs_agra(e, "mse", &reconstructing));
@@ -191,6 +238,14 @@ fn markdown(run: &RunDir, e: &Evaluation, methods: &[String], figures: &[(&str, 
             s.trained_vs_random, s.trained_vs_trained, s.truth_trained, s.truth_random, s.members,
             if s.passed { "Passed: the explanations depend on the trained weights." } else { "FAILED: explanations barely change when the weights are randomised." }
         );
+        if let Some(q) = quality.filter(|q| !s.passed && q.r2.0 < 0.5) {
+            let _ = writeln!(
+                md,
+                "The members' mean test R² is {:.2}: networks that have not learned the score explain little \
+                 more than random ones; train longer (more epochs or signals) before reading this check.\n",
+                q.r2.0
+            );
+        }
     }
     let mut claims = Vec::new();
     for &(key, _, _) in &tables::METRICS[..3] {

@@ -298,7 +298,8 @@ fn summarise(ctx: &TrainContext, members: Vec<usize>, finished: &[Checkpoint], f
     }
 }
 
-fn variance(values: &[f32]) -> f64 {
+/// Population variance, the denominator of the members' test R².
+pub fn variance(values: &[f32]) -> f64 {
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
     values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n

@@ -5,6 +5,10 @@
 # packed) on the same GPU, compares the convolution layouts, and prints every figure. Finishes well inside 5 minutes.
 #
 #   scripts/device-check.sh [OUT_DIR]      (PYTHON=... to pick the Python with torch)
+#
+# On a lent machine without Rust: build here, `strip -o .dev/agra target/release/agra` (88 MB
+# with debug info, 5 MB stripped; the device tool carries at most 64 MB), then there
+# `AGRA=.dev/agra PYTHON=/opt/torch/.venv/bin/python3 scripts/device-check.sh "$OUT"`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-${OUT:-/tmp/agra-device-check}}"

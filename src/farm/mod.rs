@@ -42,8 +42,8 @@ impl Shard {
 /// (a GPU is launch-bound on such small layers, so wider is faster). CPU with agra's kernels
 /// (`native`): one member per worker thread, as a pack's members go through the threads one
 /// at a time anyway; smaller jobs shorten the end of a run, where one worker waits for the
-/// other (50 members x 6 epochs on two cores: 0.29-0.41 s beyond the steps and evaluation,
-/// against 0.53-0.66 s with packs of 3; docs/BENCHMARKS.md). CPU with libtorch's kernels: at
+/// other (50 members x 6 epochs on two cores: 0.24-0.41 s beyond the steps and evaluation,
+/// against 0.47-0.66 s with packs of 3; docs/BENCHMARKS.md). CPU with libtorch's kernels: at
 /// most 3, so a pack's activations stay in cache.
 pub fn default_pack(devices: &Devices, members: usize, native: bool) -> usize {
     if native && !devices.has_cuda() {

@@ -20,7 +20,7 @@ pub fn check(c: &Config) -> Result<()> {
         ));
     }
     positive("data.length", d.length)?;
-    if d.length % 16 != 0 {
+    if !d.length.is_multiple_of(16) {
         return bad(format!(
             "data.length = {} must be a multiple of 16 (the network halves it four times)",
             d.length
@@ -40,7 +40,7 @@ pub fn check(c: &Config) -> Result<()> {
     limit("data.max_perturbations", d.max_perturbations, 10_000)?;
 
     let m = &c.model;
-    if m.kernel % 2 == 0 || m.kernel > 63 {
+    if m.kernel.is_multiple_of(2) || m.kernel > 63 {
         return bad(format!("model.kernel = {} must be odd and at most 63 (same padding)", m.kernel));
     }
     if m.channels.len() != 4 {

@@ -172,10 +172,12 @@ impl PackedCnn {
             ConvLayout::ChannelsLast => self.features_channels_last(x),
             ConvLayout::Unfold => self.features_unfold(x),
         };
-        let mut z = features.bmm(&self.view_of(&self.flat, &self.arch.params[4])).relu();
-        if let Some(mask) = dropout {
-            z = z * mask;
-        }
+        let z = features.bmm(&self.view_of(&self.flat, &self.arch.params[4])).relu();
+        // A new tensor, not `*=`: relu's backward reads its output, which in place would change.
+        let z = match dropout {
+            Some(mask) => z * mask,
+            None => z,
+        };
         // [P, B, hidden] @ [P, hidden, 1] -> [P, B, 1] -> [P, B]
         let score = z.bmm(&self.view_of(&self.flat, &self.arch.params[5])).squeeze_dim(-1);
         if self.arch.score_offset == 0.0 {

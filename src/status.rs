@@ -31,11 +31,11 @@ impl Human for crate::train::Summary {
             "{} of {} members finished{failed}; test MSE {:.3} +/- {:.3}, R^2 {:.3} +/- {:.3} (min {:.3}); {:.1} s",
             self.finished,
             self.members.len(),
-            self.test_mse_mean,
-            self.test_mse_std,
-            self.r2_mean,
-            self.r2_std,
-            self.r2_min,
+            self.quality.test_mse_mean,
+            self.quality.test_mse_std,
+            self.quality.r2_mean,
+            self.quality.r2_std,
+            self.quality.r2_min,
             self.seconds
         )
     }

@@ -10,6 +10,7 @@ use crate::explain::load_method;
 use crate::metrics::{self, Evaluation};
 use crate::progress::Progress;
 use crate::store::checkpoint::EpochLog;
+use crate::train::TestQuality;
 use crate::store::rundir::Stage;
 use crate::store::RunDir;
 use anyhow::Result;
@@ -121,9 +122,9 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
         figures.push(("Training: mean MSE over members per epoch", stem));
     }
     let test_scores = crate::data::io::read_split(&run.split_path("test"))?.scores;
-    let quality = Quality::of(&histories, run.config.train.epochs, &test_scores);
+    let quality = quality(&histories, run.config.train.epochs, &test_scores);
 
-    let (markdown, claims) = markdown(run, &e, &methods, &figures, quality.as_ref());
+    let (markdown, claims) = markdown(run, &e, &methods, &figures, quality);
     std::fs::create_dir_all(&dir)?;
     crate::store::write_atomic(&dir.join("report.md"), markdown.as_bytes())?;
     crate::store::write_atomic(&dir.join("tables.csv"), tables::csv(&e).as_bytes())?;
@@ -149,28 +150,12 @@ fn member_histories(run: &RunDir) -> Result<Vec<Vec<EpochLog>>> {
     Ok(histories)
 }
 
-/// How well the explained members predict the score: every table reads differently for
-/// members that barely learned it.
-struct Quality {
-    members: usize,
-    mse: (f64, f64),
-    r2: (f64, f64),
-    r2_min: f64,
-}
-
-impl Quality {
-    fn of(histories: &[Vec<EpochLog>], epochs: usize, test_scores: &[f32]) -> Option<Quality> {
-        let finished = histories.iter().filter_map(|h| h.last()).filter(|l| l.epoch == epochs);
-        let mse: Vec<f64> = finished.map(|l| l.test_mse).collect();
-        let variance = crate::train::variance(test_scores);
-        let r2: Vec<f64> = mse.iter().map(|m| 1.0 - m / variance).collect();
-        (!mse.is_empty()).then(|| Quality {
-            members: mse.len(),
-            mse: metrics::stats::mean_std(&mse),
-            r2: metrics::stats::mean_std(&r2),
-            r2_min: r2.iter().copied().fold(f64::INFINITY, f64::min),
-        })
-    }
+/// How well the finished members predict the score, with their count: every table reads
+/// differently for members that barely learned it.
+fn quality(histories: &[Vec<EpochLog>], epochs: usize, test_scores: &[f32]) -> Option<(usize, TestQuality)> {
+    let finished = histories.iter().filter_map(|h| h.last()).filter(|l| l.epoch == epochs);
+    let mse: Vec<f64> = finished.map(|l| l.test_mse).collect();
+    (!mse.is_empty()).then(|| (mse.len(), TestQuality::of(&mse, test_scores)))
 }
 
 /// Mean train and test MSE over members per epoch.
@@ -198,7 +183,7 @@ fn markdown(
     e: &Evaluation,
     methods: &[String],
     figures: &[(&str, String)],
-    quality: Option<&Quality>,
+    quality: Option<(usize, TestQuality)>,
 ) -> (String, Vec<(String, bool)>) {
     let mut md = String::new();
     let c = &run.config;
@@ -209,12 +194,12 @@ fn markdown(
          Doing nothing (the perturbed input itself) has MSE {:.5} against the ideal signal.\n",
         c.hash(), e.members, e.signals, e.split, e.excluded_unperturbed, e.identity_mse
     );
-    if let Some(q) = quality {
+    if let Some((members, q)) = quality {
         let _ = writeln!(
             md,
             "The {} finished members predict the test scores with MSE {:.4} ± {:.4}: R² {:.3} ± {:.3}, min {:.3} \
              (1 - MSE / variance of the test scores).\n",
-            q.members, q.mse.0, q.mse.1, q.r2.0, q.r2.1, q.r2_min
+            members, q.test_mse_mean, q.test_mse_std, q.r2_mean, q.r2_std, q.r2_min
         );
     }
     let reconstructing: Vec<String> = methods.iter().filter(|m| matches!(m.as_str(), "grad" | "smoothgrad")).cloned().collect();
@@ -238,12 +223,12 @@ fn markdown(
             s.trained_vs_random, s.trained_vs_trained, s.truth_trained, s.truth_random, s.members,
             if s.passed { "Passed: the explanations depend on the trained weights." } else { "FAILED: explanations barely change when the weights are randomised." }
         );
-        if let Some(q) = quality.filter(|q| !s.passed && q.r2.0 < 0.5) {
+        if let Some((_, q)) = quality.filter(|(_, q)| !s.passed && q.r2_mean < 0.5) {
             let _ = writeln!(
                 md,
                 "The members' mean test R² is {:.2}: networks that have not learned the score explain little \
                  more than random ones; train longer (more epochs or signals) before reading this check.\n",
-                q.r2.0
+                q.r2_mean
             );
         }
     }

@@ -102,12 +102,31 @@ pub struct Summary {
     pub members: Vec<usize>,
     pub finished: usize,
     pub failed: Vec<usize>,
+    #[serde(flatten)]
+    pub quality: TestQuality,
+    pub seconds: f64,
+}
+
+/// The members' final test error and R² (1 - MSE / population variance of the test scores),
+/// as `train` prints it and the report states it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TestQuality {
     pub test_mse_mean: f64,
     pub test_mse_std: f64,
     pub r2_mean: f64,
     pub r2_std: f64,
     pub r2_min: f64,
-    pub seconds: f64,
+}
+
+impl TestQuality {
+    /// From each member's final test MSE (NaN throughout when there is none).
+    pub fn of(test_mse: &[f64], test_scores: &[f32]) -> TestQuality {
+        let variance = variance(test_scores);
+        let r2: Vec<f64> = test_mse.iter().map(|m| 1.0 - m / variance).collect();
+        let (test_mse_mean, test_mse_std) = crate::metrics::stats::mean_std(test_mse);
+        let (r2_mean, r2_std) = crate::metrics::stats::mean_std(&r2);
+        TestQuality { test_mse_mean, test_mse_std, r2_mean, r2_std, r2_min: r2.iter().copied().fold(f64::NAN, f64::min) }
+    }
 }
 
 pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> Result<Summary> {
@@ -277,29 +296,14 @@ fn write_metrics(dir: &Path, history: &[EpochLog]) -> Result<()> {
 }
 
 fn summarise(ctx: &TrainContext, members: Vec<usize>, finished: &[Checkpoint], failed: Vec<usize>, seconds: f64) -> Summary {
-    let variance = variance(&ctx.test.scores);
     let mse: Vec<f64> = finished
         .iter()
         .filter_map(|c| c.header.history.last().map(|l| l.test_mse))
         .collect();
-    let r2: Vec<f64> = mse.iter().map(|m| 1.0 - m / variance).collect();
-    let (test_mse_mean, test_mse_std) = crate::metrics::stats::mean_std(&mse);
-    let (r2_mean, r2_std) = crate::metrics::stats::mean_std(&r2);
-    Summary {
-        members,
-        finished: finished.len(),
-        failed,
-        test_mse_mean,
-        test_mse_std,
-        r2_mean,
-        r2_std,
-        r2_min: r2.iter().copied().fold(f64::NAN, f64::min),
-        seconds,
-    }
+    Summary { members, finished: finished.len(), failed, quality: TestQuality::of(&mse, &ctx.test.scores), seconds }
 }
 
-/// Population variance, the denominator of the members' test R².
-pub fn variance(values: &[f32]) -> f64 {
+fn variance(values: &[f32]) -> f64 {
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
     values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n

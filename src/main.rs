@@ -33,7 +33,7 @@ fn main() {
     let code = match run() {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("agra: {err:#}");
+            progress::tell(format_args!("agra: {err:#}"));
             error::exit_code(&err)
         }
     };
@@ -106,9 +106,9 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
     }
     let seconds = started.elapsed().as_secs_f64();
     if g.json {
-        println!("{}", serde_json::json!({"stage": "run", "seconds": seconds, "run_dir": run.root()}));
+        progress::say(serde_json::json!({"stage": "run", "seconds": seconds, "run_dir": run.root()}))?;
     } else if !g.quiet {
-        println!("run: all stages complete in {seconds:.1} s; report at {}", run.report_dir().join("report.md").display());
+        progress::say(format_args!("run: all stages complete in {seconds:.1} s; report at {}", run.report_dir().join("report.md").display()))?;
     }
     Ok(())
 }
@@ -128,9 +128,9 @@ fn emit<S: Serialize + status::Human>(g: &Global, stage: &str, summary: &S) -> R
     if g.json {
         let mut value = serde_json::to_value(summary)?;
         value["stage"] = serde_json::Value::from(stage);
-        println!("{value}");
+        progress::say(value)?;
     } else if !g.quiet {
-        println!("{stage}: {}", summary.human());
+        progress::say(format_args!("{stage}: {}", summary.human()))?;
     }
     Ok(())
 }

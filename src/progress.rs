@@ -1,8 +1,28 @@
 //! Progress and messages on stderr: indicatif bars on a terminal, plain lines elsewhere (logs,
-//! Slurm output files), nothing but warnings and errors with `--quiet`.
+//! Slurm output files), nothing but warnings and errors with `--quiet`. Stage summaries go to
+//! stdout through [`say`].
+//!
+//! Neither stream may end the process when its reader has gone (`agra --json run | head -1`,
+//! a closed terminal): the work goes on and stays saved, only the unread lines are lost.
 
+use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::fmt::Display;
+use std::io::{ErrorKind, IsTerminal, Write};
+
+/// One line on stdout. A reader that has left (a broken pipe) is not an error: the line is
+/// dropped, as are the ones after it. Any other failure (a full disk behind a redirect) is.
+pub fn say(line: impl Display) -> Result<()> {
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("writing to standard output"),
+        _ => Ok(()),
+    }
+}
+
+/// One line on stderr, where a failure has nowhere left to be reported.
+pub fn tell(line: impl Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
 
 pub struct Progress {
     multi: MultiProgress,
@@ -37,7 +57,7 @@ impl Progress {
         if self.terminal {
             let _ = self.multi.println(message);
         } else {
-            eprintln!("{message}");
+            tell(message);
         }
     }
 
@@ -46,7 +66,7 @@ impl Progress {
         if self.terminal && !self.quiet {
             let _ = self.multi.println(format!("warning: {message}"));
         } else {
-            eprintln!("warning: {message}");
+            tell(format_args!("warning: {message}"));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! works on a missing, empty, partial or finished run directory and changes nothing.
 
 use crate::model::Architecture;
+use crate::progress;
 use crate::store::lock::Lock;
 use crate::config::Config;
 use crate::store::rundir::{Meta, Stage};
@@ -71,33 +72,34 @@ pub fn run(root: &Path, config: &Config, as_json: bool) -> Result<()> {
         None => describe(&RunDir::unopened(root, config), None)?,
     };
     if as_json {
-        println!("{report}");
-        return Ok(());
+        return progress::say(report);
     }
-    println!("run directory {}", root.display());
-    println!("config hash   {}", report["config_hash"].as_str().unwrap_or("(none: not started)"));
+    let mut lines = vec![
+        format!("run directory {}", root.display()),
+        format!("config hash   {}", report["config_hash"].as_str().unwrap_or("(none: not started)")),
+    ];
     if let Some(stages) = report["stages"].as_object() {
         for (name, state) in stages {
-            println!("  {name:<9} {}", state.as_str().unwrap_or("?"));
+            lines.push(format!("  {name:<9} {}", state.as_str().unwrap_or("?")));
         }
     }
     let members = report["members"].as_array().cloned().unwrap_or_default();
     if !members.is_empty() {
         let count = |state: &str| members.iter().filter(|m| m["state"] == state).count();
-        println!(
+        lines.push(format!(
             "members       {} finished, {} in progress, {} failed, {} missing (of {})",
             count("finished"),
             count("in_progress"),
             count("failed"),
             count("missing"),
             members.len()
-        );
+        ));
         for m in members.iter().filter(|m| m["state"] != "finished") {
             let running = if m["running"] == true { ", running now" } else { "" };
-            println!("  member {:>4}  {} at epoch {}{running}", m["index"], m["state"].as_str().unwrap_or("?"), m["epoch"]);
+            lines.push(format!("  member {:>4}  {} at epoch {}{running}", m["index"], m["state"].as_str().unwrap_or("?"), m["epoch"]));
         }
     }
-    Ok(())
+    progress::say(lines.join("\n"))
 }
 
 fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {

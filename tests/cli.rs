@@ -28,6 +28,27 @@ fn status_works_on_a_missing_and_an_empty_directory() {
 }
 
 #[test]
+fn a_reader_that_has_left_ends_nothing_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    // Both ends of every pipe are closed before agra starts, so each of its writes meets a
+    // broken pipe, as under `agra --json run | head -1` once head has its line.
+    let gone = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    let cases: [&[&str]; 4] = [&["status"], &["--json", "status"], &["data"], &["--json", "data"]];
+    for args in cases {
+        let mut cmd = agra();
+        cmd.arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "--devices", "cpu"]).args(args);
+        let status = cmd.stdout(gone()).stderr(gone()).status().unwrap();
+        assert!(status.success(), "{args:?}: {status}");
+    }
+    assert_eq!(status_json(&run_dir)["stages"]["data"], "complete", "the work was done and recorded");
+}
+
+#[test]
 fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");

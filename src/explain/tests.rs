@@ -87,9 +87,9 @@ fn grad_stops_each_pair_at_the_tolerance() {
     let converged: Vec<u8> = Vec::try_from(&out.converged.unwrap().to_kind(Kind::Uint8).reshape([-1])).unwrap();
     let iterations: Vec<i64> = Vec::try_from(&out.iterations.unwrap().reshape([-1])).unwrap();
     let final_loss: Vec<f32> = Vec::try_from(&objective.loss(&(&x - &out.attribution)).reshape([-1])).unwrap();
-    assert!(converged.iter().any(|&c| c == 1), "some pair converges: {final_loss:?}");
-    for i in 0..converged.len() {
-        if converged[i] == 1 {
+    assert!(converged.contains(&1), "some pair converges: {final_loss:?}");
+    for (i, &c) in converged.iter().enumerate() {
+        if c == 1 {
             assert!((final_loss[i] as f64) < tol);
             // It stopped when it got there, not at the common maximum.
             assert!(iterations[i] < max_iter as i64, "pair {i}: {iterations:?}");

@@ -56,7 +56,7 @@ impl Profile {
             let line = serde_json::json!({
                 "profile": { "device": format!("{:?}", self.device), "members": members, "epochs": epochs, "seconds": seconds }
             });
-            eprintln!("{line}");
+            crate::progress::tell(line);
         }
     }
 }

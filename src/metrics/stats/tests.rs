@@ -225,11 +225,11 @@ fn cross_check_against_scipy() {
 
     for (name, a, b, mask) in &cases {
         let d = dir.path();
-        crate::store::npy::write(&d.join(format!("{name}_a.npy")), &[a.len()], &a)
+        crate::store::npy::write(&d.join(format!("{name}_a.npy")), &[a.len()], a)
             .unwrap();
-        crate::store::npy::write(&d.join(format!("{name}_b.npy")), &[b.len()], &b)
+        crate::store::npy::write(&d.join(format!("{name}_b.npy")), &[b.len()], b)
             .unwrap();
-        crate::store::npy::write(&d.join(format!("{name}_mask.npy")), &[mask.len()], &mask)
+        crate::store::npy::write(&d.join(format!("{name}_mask.npy")), &[mask.len()], mask)
         .unwrap();
     }
 

@@ -107,7 +107,7 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
     for case in &cases {
         let args: Vec<&str> = case.iter().map(String::as_str).collect();
         let mut cmd = agra();
-        cmd.arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "-q"]);
+        cmd.arg("--run-dir").arg(&run_dir).args(SMALL).arg("-q");
         if !args.contains(&"--devices") {
             cmd.args(["--devices", "cpu"]);
         }
@@ -124,7 +124,7 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
     }
     // Places that are not a usable run directory.
     for place in [foreign.as_path(), empty.as_path(), std::path::Path::new("/proc/agra-run")] {
-        let out = agra().arg("--run-dir").arg(place).args(TINY).arg("data").output().unwrap();
+        let out = agra().arg("--run-dir").arg(place).args(tiny()).arg("data").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}: {}", place.display(), String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");

@@ -22,7 +22,7 @@ fn reference(dir: &std::path::Path) -> std::collections::BTreeMap<u64, String> {
 }
 
 fn spawn_train(dir: &std::path::Path, sets: &[&str]) -> std::process::Child {
-    agra().arg("--run-dir").arg(dir).args(TINY).args(sets).arg("train").spawn().unwrap()
+    agra().arg("--run-dir").arg(dir).args(tiny()).args(sets).arg("train").spawn().unwrap()
 }
 
 /// Long enough (about 0.3 s of training) that the signal, sent at the first checkpoint, nearly
@@ -140,7 +140,7 @@ fn a_corrupted_checkpoint_is_reported_and_never_loaded() {
 fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     let dir = tempfile::tempdir().unwrap();
     let retried = dir.path().join("retried");
-    let out = agra().arg("--run-dir").arg(&retried).args(TINY).args(LONG).env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
+    let out = agra().arg("--run-dir").arg(&retried).args(tiny()).args(LONG).env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("member 1: loss not finite at epoch") && stderr.contains("sub-seed"), "{stderr}");
@@ -149,13 +149,13 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     assert_eq!(status["members"][1]["attempt"], 1);
 
     let failed = dir.path().join("failed");
-    let out = agra().arg("--run-dir").arg(&failed).args(TINY).args(LONG).args(["--set", "train.nan_retries=0"])
+    let out = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0"])
         .env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a failed member changes the exit code");
     let status = status_json(&failed);
     assert_eq!(status["members"][1]["state"], "failed");
     assert_eq!(status["members"][0]["state"], "finished", "the others are not stopped");
-    let explain = agra().arg("--run-dir").arg(&failed).args(TINY).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
+    let explain = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
     assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");
     assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed)"));
 }

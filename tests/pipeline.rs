@@ -14,6 +14,8 @@ fn agra_run_produces_every_output_and_a_second_run_skips_everything() {
     let stages: Vec<&str> = lines.iter().map(|l| l["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["data", "train", "explain", "evaluate", "report", "run"]);
     assert_eq!(lines[1]["finished"], 4);
+    // A first look with the quick preset shows members that have learned the score.
+    assert!(lines[1]["r2_min"].as_f64().unwrap() > 0.5, "{}", lines[1]);
 
     for method in ["grad", "smoothgrad", "saliency", "gxi", "ig"] {
         let d = run_dir.join("explain").join(method);
@@ -48,7 +50,7 @@ fn shards_and_pack_sizes_give_the_same_members_as_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let (one, sharded, packed) = (dir.path().join("one"), dir.path().join("sharded"), dir.path().join("packed"));
     ok(&one, &["train", "--pack", "1"]);
-    let fresh = agra().arg("--run-dir").arg(&sharded).args(TINY).args(["status", "--json"]).output().unwrap();
+    let fresh = agra().arg("--run-dir").arg(&sharded).args(tiny()).args(["status", "--json"]).output().unwrap();
     let fresh: serde_json::Value = serde_json::from_slice(&fresh.stdout).unwrap();
     assert_eq!(fresh["members"].as_array().unwrap().len(), 4, "a fresh run lists its members as missing");
     assert!(!sharded.exists());

@@ -19,7 +19,9 @@
 #   AGRA                  agra binary (default: <repo>/target/release/agra;
 #                         this script builds nothing)
 #   SLURM_TEST_SET        space-separated --set overrides
-#                         (default: "train.epochs=400": a few seconds per member, long enough to requeue)
+#                         (default: the quick preset at the test suite's small sizes,
+#                         "data.signals=96 data.train=64 train.lr=1e-3 train.epochs=400":
+#                         a few seconds per member, long enough to requeue)
 #   SLURM_TEST_TIMEOUT    seconds for the whole sweep (default: 900)
 #   SLURM_TEST_USR1=0     skip the USR1/self-requeue part
 #   SLURM_TEST_KEEP=1     keep the temp directory and the cluster running
@@ -31,7 +33,7 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
 SHARDS=4
 TIMEOUT="${SLURM_TEST_TIMEOUT:-900}"
-read -r -a SETS <<<"${SLURM_TEST_SET:-train.epochs=400}"
+read -r -a SETS <<<"${SLURM_TEST_SET:-data.signals=96 data.train=64 train.lr=1e-3 train.epochs=400}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 log() { echo "slurm-test: $*" >&2; }

@@ -54,7 +54,7 @@ fn each_mistake_names_its_key() {
         (&["model.kernel=4"], "model.kernel"),
         (&["explain.methods=[\"lime\"]"], "lime"),
         (&["explain.split=val"], "explain.split"),
-        (&["train.batch_size=1000"], "train.batch_size"),
+        (&["train.batch_size=4096"], "train.batch_size"),
         (&["train.members=99999999"], "train.members"),
         (&["evaluate.examples=[5000]"], "evaluate.examples"),
         (&["train"], "expected key=value"),

@@ -15,7 +15,7 @@ use crate::farm::Devices;
 use crate::progress::Progress;
 use crate::store::rundir::Stage;
 use crate::store::RunDir;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use signal::{Scores, Wanted, NAMES};
@@ -120,7 +120,7 @@ pub fn load(run: &RunDir) -> Result<Evaluation> {
     let path = run.evaluate_dir().join("metrics.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| crate::error::UsageError::new(format!("{}: {e}; run `agra evaluate` first", path.display())))?;
-    Ok(serde_json::from_str(&text)?)
+    serde_json::from_str(&text).with_context(|| format!("{} is damaged; run `agra evaluate` again", path.display()))
 }
 
 /// Mean of each metric over the signals where it is defined, and how many those were.

@@ -25,9 +25,10 @@ pub struct Global {
     /// Run directory (default: runs/<preset>).
     #[arg(long, global = true, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// Configuration preset compiled into the binary.
-    #[arg(long, global = true, default_value = "paper", value_parser = ["quick", "paper"])]
-    pub preset: String,
+    /// Configuration preset compiled into the binary (default: paper; with none of --preset,
+    /// --config and --set, an existing run directory keeps the configuration it was made with).
+    #[arg(long, global = true, value_parser = ["quick", "paper"])]
+    pub preset: Option<String>,
     /// TOML file whose keys override the preset.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -23,7 +23,7 @@ use config::{Config, Sources};
 use farm::Devices;
 use progress::Progress;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use store::rundir::Stage;
 use store::RunDir;
@@ -47,8 +47,12 @@ fn run() -> Result<()> {
         std::process::exit(code);
     });
     let g = &cli.global;
-    let root = g.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&g.preset));
-    let config = Config::load(&Sources { preset: g.preset.clone(), file: g.config.clone(), sets: g.sets.clone() })?;
+    let preset = g.preset.clone().unwrap_or_else(|| "paper".to_string());
+    let root = g.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&preset));
+    let config = match recorded_config(g, &root)? {
+        Some(config) => config,
+        None => Config::load(&Sources { preset, file: g.config.clone(), sets: g.sets.clone() })?,
+    };
     if let Command::Status = cli.command {
         return status::run(&root, &config, g.json);
     }
@@ -65,6 +69,16 @@ fn run() -> Result<()> {
         Command::Run(args) => pipeline(g, &run, &devices, &args, &ui),
         Command::Status => unreachable!("handled above"),
     }
+}
+
+/// The configuration an existing run directory was made with, when the command names none
+/// (no --preset, --config or --set): `agra --run-dir X train` continues run X whatever preset
+/// and overrides made it, instead of refusing it for not being the paper preset.
+fn recorded_config(g: &Global, root: &Path) -> Result<Option<Config>> {
+    if g.preset.is_some() || g.config.is_some() || !g.sets.is_empty() {
+        return Ok(None);
+    }
+    Ok(RunDir::inspect(root)?.map(|(run, _)| run.config))
 }
 
 /// glibc returns every large freed block to the kernel and page-faults it back in on the next

@@ -49,6 +49,23 @@ fn a_reader_that_has_left_ends_nothing_early() {
 }
 
 #[test]
+fn a_run_directory_goes_on_with_its_own_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    ok(&run_dir, &["--set", "train.members=2", "--set", "train.epochs=2", "--set", "train.lr_decay_epochs=0", "data"]);
+    // No --preset, --config or --set: the run's own config, not the paper preset's.
+    let out = agra().arg("--run-dir").arg(&run_dir).args(["--devices", "cpu", "-q", "train"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = status_json(&run_dir);
+    assert_eq!(status["stages"]["train"], "complete");
+    assert_eq!(status["members"].as_array().unwrap().len(), 2);
+    // Naming a config that differs is still refused, with the way out.
+    let out = agra().arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "-q", "train"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leave out --preset"));
+}
+
+#[test]
 fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");

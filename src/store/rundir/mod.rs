@@ -138,7 +138,7 @@ impl RunDir {
         };
         let at = differs.map(|k| format!(" (first difference: {k})")).unwrap_or_default();
         Err(UsageError::new(format!(
-            "run directory {} was made with config {}, not this one {}{at}; use another --run-dir",
+            "run directory {} was made with config {}, not this one {}{at}; use another --run-dir, or leave out --preset, --config and --set to go on with its own",
             self.root.display(),
             meta.config_hash,
             self.config.hash()

@@ -66,6 +66,24 @@ fn a_run_directory_goes_on_with_its_own_configuration() {
 }
 
 #[test]
+fn a_split_of_another_config_is_refused_and_a_deleted_one_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run_dir, other) = (dir.path().join("run"), dir.path().join("other"));
+    let short = ["--set", "train.members=1", "--set", "train.epochs=2", "--set", "train.lr_decay_epochs=0"];
+    ok(&run_dir, &[&short[..], &["data"]].concat());
+    ok(&other, &[&short[..], &["--set", "data.length=32", "data"]].concat());
+    let split = run_dir.join("data/train.safetensors");
+    std::fs::copy(other.join("data/train.safetensors"), &split).unwrap();
+    let out = run(&run_dir, &[&short[..], &["train"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("train.safetensors holds 64 signals of 2 x 32"), "{stderr}");
+    std::fs::remove_file(&split).unwrap();
+    ok(&run_dir, &[&short[..], &["train"]].concat());
+    assert!(split.exists());
+}
+
+#[test]
 fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");

@@ -41,6 +41,13 @@ fn agra_run_produces_every_output_and_a_second_run_skips_everything() {
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already complete"));
     assert_eq!(before, snapshot(&run_dir.join("members")));
+    // A stage whose outputs were deleted is done again, not skipped on run.json's word.
+    let report = run_dir.join("report/report.md");
+    std::fs::remove_file(&report).unwrap();
+    assert_eq!(status_json(&run_dir)["stages"]["report"], "incomplete");
+    let third = agra().arg("--run-dir").arg(&run_dir).args(["--devices", "cpu", "-q", "run"]).output().unwrap();
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    assert!(report.exists());
 }
 
 /// Shards give bit-identical members to one process with the same packing; another pack size

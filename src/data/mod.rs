@@ -7,6 +7,7 @@ pub mod io;
 pub use generate::Split;
 
 use crate::cli::DataArgs;
+use crate::error::UsageError;
 use crate::progress::Progress;
 use crate::store::rundir::Stage;
 use crate::store::{lock::Lock, RunDir};
@@ -25,8 +26,7 @@ pub struct Summary {
 
 pub fn run(run: &RunDir, args: &DataArgs, ui: &Progress) -> Result<Summary> {
     ensure(run, ui)?;
-    let train = io::read_split(&run.split_path("train"))?;
-    let test = io::read_split(&run.split_path("test"))?;
+    let (train, test) = (read(run, "train")?, read(run, "test")?);
     let mut files = vec![run.split_path("train"), run.split_path("test")];
     if args.export.is_some() {
         let dir = run.data_dir().join("npy");
@@ -46,7 +46,8 @@ pub fn run(run: &RunDir, args: &DataArgs, ui: &Progress) -> Result<Summary> {
 }
 
 /// Generates the splits unless they exist. Concurrent callers wait on one lock and the second
-/// finds the work done.
+/// finds the work done. A split file deleted after the stage finished is made again (see
+/// `RunDir::is_complete`): the data is a pure function of the config.
 pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
     if run.is_complete(Stage::Data)? {
         return Ok(());
@@ -62,4 +63,27 @@ pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
     io::write_split(&train, &run.split_path("train"))?;
     io::write_split(&test, &run.split_path("test"))?;
     run.stage_finished(Stage::Data, started.elapsed().as_secs_f64())
+}
+
+/// The run's `train` or `test` split, refused when it is not the one the run's config makes
+/// (a file copied in from another run would otherwise be trained on or explained, or index
+/// past the end of the model's input).
+pub fn read(run: &RunDir, name: &str) -> Result<Split> {
+    let path = run.split_path(name);
+    let split = io::read_split(&path)?;
+    let d = &run.config.data;
+    let want = if name == "train" { d.train } else { d.test };
+    if (split.len(), split.dims, split.length) != (want, d.dims, d.length) {
+        return Err(UsageError::new(format!(
+            "{} holds {} signals of {} x {} values, but this run's config makes {want} of {} x {}; delete it and agra makes it again",
+            path.display(),
+            split.len(),
+            split.dims,
+            split.length,
+            d.dims,
+            d.length
+        ))
+        .into());
+    }
+    Ok(split)
 }

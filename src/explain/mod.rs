@@ -10,7 +10,7 @@ mod noise;
 mod objective;
 
 use crate::cli::ExplainArgs;
-use crate::data::{io::read_split, Split};
+use crate::data::{self, Split};
 use crate::error::UsageError;
 use crate::farm::{self, Devices, Worker};
 use crate::model::native::host::Kernels;
@@ -247,8 +247,8 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
 /// The split to explain; `all` is train then test, so signal ids are global.
 pub fn load_signals(run: &RunDir, split: &str) -> Result<Split> {
     let signals = match split {
-        "all" => Split::concat(&read_split(&run.split_path("train"))?, &read_split(&run.split_path("test"))?),
-        name => read_split(&run.split_path(name))?,
+        "all" => Split::concat(&data::read(run, "train")?, &data::read(run, "test")?),
+        name => data::read(run, name)?,
     };
     if signals.is_empty() {
         return Err(UsageError::new(format!("the {split} split of {} has no signals", run.root().display())).into());

@@ -121,7 +121,7 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     if let Some(stem) = training_curves(&histories, &figs)? {
         figures.push(("Training: mean MSE over members per epoch", stem));
     }
-    let test_scores = crate::data::io::read_split(&run.split_path("test"))?.scores;
+    let test_scores = crate::data::read(run, "test")?.scores;
     let quality = quality(&histories, run.config.train.epochs, &test_scores);
 
     let (markdown, claims) = markdown(run, &e, &methods, &figures, quality);

@@ -44,8 +44,8 @@ impl TrainContext {
         Ok(TrainContext {
             arch: Architecture::new(&config.model, config.data.dims, config.data.length),
             config_hash: config.train_hash(),
-            train: data::io::read_split(&run.split_path("train"))?,
-            test: data::io::read_split(&run.split_path("test"))?,
+            train: data::read(run, "train")?,
+            test: data::read(run, "test")?,
             run: run.clone(),
             kernels: crate::model::native::host::Kernels::from_env(),
             config,

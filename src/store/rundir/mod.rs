@@ -221,11 +221,22 @@ impl RunDir {
         })
     }
 
+    /// Finished, and its outputs still there: a stage whose files were deleted afterwards is
+    /// done again instead of being skipped on the word of run.json. Training's members are
+    /// checked one by one by `agra train` itself.
     pub fn is_complete(&self, stage: Stage) -> Result<bool> {
-        Ok(self
+        let finished = self
             .read_meta()?
             .and_then(|m| m.stages.get(stage.name()).map(|s| s.finished.is_some()))
-            .unwrap_or(false))
+            .unwrap_or(false);
+        let outputs = match stage {
+            Stage::Data => vec![self.split_path("train"), self.split_path("test")],
+            Stage::Train => vec![],
+            Stage::Explain => vec![self.explain_dir()],
+            Stage::Evaluate => vec![self.evaluate_dir().join("metrics.json")],
+            Stage::Report => vec![self.report_dir().join("report.md")],
+        };
+        Ok(finished && outputs.iter().all(|p| p.exists()))
     }
 }
 

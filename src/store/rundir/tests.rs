@@ -61,13 +61,16 @@ fn a_directory_another_agra_is_creating_is_not_foreign() {
 fn stages_record_start_and_finish() {
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::open(dir.path(), &config(&[])).unwrap();
-    assert!(!run.is_complete(Stage::Data).unwrap());
-    run.stage_started(Stage::Data, &["cpu".into()]).unwrap();
-    assert!(!run.is_complete(Stage::Data).unwrap());
-    run.stage_finished(Stage::Data, 1.5).unwrap();
-    assert!(run.is_complete(Stage::Data).unwrap());
+    assert!(!run.is_complete(Stage::Report).unwrap());
+    run.stage_started(Stage::Report, &["cpu".into()]).unwrap();
+    assert!(!run.is_complete(Stage::Report).unwrap());
+    run.stage_finished(Stage::Report, 1.5).unwrap();
+    assert!(!run.is_complete(Stage::Report).unwrap(), "finished, but report.md is missing");
+    std::fs::create_dir_all(run.report_dir()).unwrap();
+    std::fs::write(run.report_dir().join("report.md"), "# agra report").unwrap();
+    assert!(run.is_complete(Stage::Report).unwrap());
     let meta = run.read_meta().unwrap().unwrap();
-    assert_eq!(meta.stages["data"].devices, ["cpu"]);
+    assert_eq!(meta.stages["report"].devices, ["cpu"]);
 }
 
 #[test]

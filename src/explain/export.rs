@@ -163,6 +163,31 @@ fn safetensors_bytes(mean: &[f32], std: &[f32], members: &[f32], shape: &[usize;
     Ok(safetensors::serialize(views, &None)?)
 }
 
+/// Why a manifest cannot describe `method`'s arrays for this run, if it cannot: evaluation
+/// indexes the split's ground truth and the members by what the manifest says.
+fn mismatch(manifest: &MethodSummary, run: &RunDir, method: &str) -> Option<String> {
+    let c = &run.config;
+    let signals = match manifest.split.as_str() {
+        "train" => c.data.train,
+        "test" => c.data.test,
+        "all" => c.data.signals,
+        other => return Some(format!("split {other:?}")),
+    };
+    let members = &manifest.members;
+    let want = [members.len(), signals, c.data.dims, c.data.length];
+    if manifest.method != method {
+        Some(format!("method {:?}", manifest.method))
+    } else if manifest.config_hash != c.hash() {
+        Some(format!("config hash {}, the run's is {}", manifest.config_hash, c.hash()))
+    } else if members.is_empty() || members.windows(2).any(|w| w[0] >= w[1]) || members.iter().any(|&m| m >= c.train.members) {
+        Some(format!("members {members:?}"))
+    } else if manifest.shape != want {
+        Some(format!("shape {:?}, expected {want:?}", manifest.shape))
+    } else {
+        None
+    }
+}
+
 /// A method's exported arrays, read back for evaluation.
 pub struct MethodArrays {
     pub manifest: MethodSummary,
@@ -181,6 +206,9 @@ pub fn load_method(run: &RunDir, name: &str) -> Result<MethodArrays> {
         if Path::new(file).components().count() != 1 {
             return Err(UsageError::new(format!("{}: file {file:?} lies outside the run directory", manifest_path.display())).into());
         }
+    }
+    if let Some(why) = mismatch(&manifest, run, name) {
+        anyhow::bail!("{} does not belong to this run ({why}); run `agra explain` again", manifest_path.display());
     }
     let read = |file: &str, expect: &[usize]| -> Result<Vec<f32>> {
         let (shape, data) = npy::read::<f32>(&dir.join(file))?;

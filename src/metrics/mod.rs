@@ -120,7 +120,28 @@ pub fn load(run: &RunDir) -> Result<Evaluation> {
     let path = run.evaluate_dir().join("metrics.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| crate::error::UsageError::new(format!("{}: {e}; run `agra evaluate` first", path.display())))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is damaged; run `agra evaluate` again", path.display()))
+    let damaged = || format!("{} is damaged; run `agra evaluate` again", path.display());
+    let evaluation: Evaluation = serde_json::from_str(&text).with_context(damaged)?;
+    if let Some(why) = foreign_name(&evaluation, &run.config.explain.methods) {
+        anyhow::bail!("{} ({why})", damaged());
+    }
+    Ok(evaluation)
+}
+
+/// A split, method or metric name the report would not know, if there is one. The report
+/// reads the split and each method's arrays, and names figure files, by these names; one
+/// such as "../x" would write outside the run directory.
+fn foreign_name(e: &Evaluation, methods: &[String]) -> Option<String> {
+    let known = |m: &str| methods.iter().any(|k| k == m);
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !["train", "test", "all"].contains(&e.split.as_str()) {
+        return Some(format!("split {:?}", e.split));
+    }
+    let methods = e.explain.iter().map(|m| &m.method).chain(e.curves.iter().map(|c| &c.method));
+    if let Some(m) = methods.into_iter().find(|m| !known(m)) {
+        return Some(format!("method {m:?}"));
+    }
+    e.curves.iter().find(|c| !plain(&c.metric)).map(|c| format!("metric {:?}", c.metric))
 }
 
 /// Mean of each metric over the signals where it is defined, and how many those were.

@@ -18,8 +18,9 @@ pub fn batched(
     mut attribute: impl FnMut(i64, i64) -> Result<Output>,
 ) -> Result<Output> {
     let mut outputs = Vec::new();
+    let per = i64::try_from(signals_per_chunk).unwrap_or(i64::MAX);
     for start in (0..signals).step_by(signals_per_chunk) {
-        let len = (signals_per_chunk as i64).min(signals - start);
+        let len = per.min(signals - start);
         outputs.push(attribute(start, len)?);
     }
     Ok(Output::concat(outputs))

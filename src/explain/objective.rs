@@ -70,7 +70,8 @@ impl<'a> Objective<'a> {
     /// x cut along its first axis into pieces of at most `max_rows` rows.
     fn pieces(&self, x: &Tensor) -> Vec<Tensor> {
         let (n, p) = (x.size()[0], x.size()[1]);
-        let per = (self.max_rows as i64 / p.max(1)).max(1);
+        // Any `max_rows` the user gives (up to usize::MAX) must stay positive as an i64.
+        let per = (i64::try_from(self.max_rows).unwrap_or(i64::MAX) / p.max(1)).max(1);
         if n <= per {
             return vec![x.shallow_clone()];
         }

@@ -157,7 +157,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     for chunk in active.chunks(size) {
         let mut saved = Vec::new();
         for &m in chunk {
-            let (all, damaged) = checkpoint::load_all(&run.member_dir(m), &ctx.arch, &ctx.config_hash)?;
+            let (all, damaged) = checkpoint::load_all(&run.member_dir(m), &ctx.arch, &ctx.config_hash, m)?;
             for message in damaged {
                 ui.warn(&format!("member {m}: {message}"));
             }
@@ -266,7 +266,7 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
     if dir.join(FAILED).exists() {
         return Ok(("failed".into(), None));
     }
-    let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash())?;
+    let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash(), member)?;
     let state = match &ckpt {
         Some(c) if c.header.epoch >= run.config.train.epochs => "finished",
         Some(_) => "in_progress",

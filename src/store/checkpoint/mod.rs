@@ -105,11 +105,22 @@ fn sorted_header(mut data: Vec<u8>) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// The newest checkpoint that verifies, and a message for each newer one that did not.
-pub fn load_latest(dir: &Path, arch: &Architecture, config_hash: &str) -> Result<(Option<Checkpoint>, Vec<String>)> {
+/// Member `member`'s checkpoint at `path`: one copied in from another member's directory
+/// verifies on its own, and would make two members one.
+fn load_member(path: &Path, arch: &Architecture, config_hash: &str, member: usize) -> Result<Checkpoint> {
+    let ckpt = load(path, arch, config_hash)?;
+    if ckpt.header.member != member {
+        bail!("a checkpoint of member {}, not {member}", ckpt.header.member);
+    }
+    Ok(ckpt)
+}
+
+/// Member `member`'s newest checkpoint in `dir` that verifies, and a message for each newer
+/// one that did not.
+pub fn load_latest(dir: &Path, arch: &Architecture, config_hash: &str, member: usize) -> Result<(Option<Checkpoint>, Vec<String>)> {
     let mut damaged = Vec::new();
     for path in list(dir)? {
-        match load(&path, arch, config_hash) {
+        match load_member(&path, arch, config_hash, member) {
             Ok(ckpt) => return Ok((Some(ckpt), damaged)),
             Err(e) => damaged.push(format!("{}: {e:#}; falling back", path.display())),
         }
@@ -117,12 +128,13 @@ pub fn load_latest(dir: &Path, arch: &Architecture, config_hash: &str) -> Result
     Ok((None, damaged))
 }
 
-/// Every kept checkpoint that verifies, newest first, and a message for each that did not.
-pub fn load_all(dir: &Path, arch: &Architecture, config_hash: &str) -> Result<(Vec<Checkpoint>, Vec<String>)> {
+/// Every kept checkpoint of member `member` in `dir` that verifies, newest first, and a
+/// message for each that did not.
+pub fn load_all(dir: &Path, arch: &Architecture, config_hash: &str, member: usize) -> Result<(Vec<Checkpoint>, Vec<String>)> {
     let mut good = Vec::new();
     let mut damaged = Vec::new();
     for path in list(dir)? {
-        match load(&path, arch, config_hash) {
+        match load_member(&path, arch, config_hash, member) {
             Ok(ckpt) => good.push(ckpt),
             Err(e) => damaged.push(format!("{}: {e:#}; falling back", path.display())),
         }

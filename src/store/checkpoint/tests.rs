@@ -25,7 +25,7 @@ fn save_then_load_round_trips_and_prunes() {
     }
     let files = list(dir.path()).unwrap();
     assert_eq!(files.len(), KEEP);
-    let (latest, damaged) = load_latest(dir.path(), &a, "abc").unwrap();
+    let (latest, damaged) = load_latest(dir.path(), &a, "abc", 3).unwrap();
     assert!(damaged.is_empty());
     assert_eq!(latest.unwrap(), ckpt(&a, 4));
 }
@@ -38,7 +38,7 @@ fn equal_checkpoints_are_equal_files() {
     let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
     let files: Vec<Vec<u8>> = dirs.iter().map(|d| std::fs::read(save(d.path(), &a, &ckpt(&a, 2)).unwrap()).unwrap()).collect();
     assert!(files.iter().all(|f| f == &files[0]));
-    let (loaded, damaged) = load_latest(dirs[0].path(), &a, "abc").unwrap();
+    let (loaded, damaged) = load_latest(dirs[0].path(), &a, "abc", 3).unwrap();
     assert!(damaged.is_empty() && loaded.unwrap() == ckpt(&a, 2));
 }
 
@@ -56,7 +56,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous() {
             _ => bytes = b"not a checkpoint at all".to_vec(),
         }
         std::fs::write(&newest, bytes).unwrap();
-        let (latest, damaged) = load_latest(dir.path(), &a, "abc").unwrap();
+        let (latest, damaged) = load_latest(dir.path(), &a, "abc", 3).unwrap();
         assert_eq!(latest.unwrap().header.epoch, 1, "{damage}");
         assert_eq!(damaged.len(), 1);
         assert!(damaged[0].contains("epoch-00002"), "{damaged:?}");
@@ -79,6 +79,16 @@ fn temp_files_are_never_taken_for_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".epoch-00009.x.tmp.safetensors"), b"partial").unwrap();
     std::fs::write(dir.path().join("epoch-00009.tmp.safetensors"), b"partial").unwrap();
-    let (latest, damaged) = load_latest(dir.path(), &arch(), "abc").unwrap();
+    let (latest, damaged) = load_latest(dir.path(), &arch(), "abc", 3).unwrap();
     assert!(latest.is_none() && damaged.is_empty());
+}
+
+#[test]
+fn another_members_checkpoint_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = arch();
+    save(dir.path(), &a, &ckpt(&a, 1)).unwrap();
+    let (latest, damaged) = load_latest(dir.path(), &a, "abc", 4).unwrap();
+    assert!(latest.is_none());
+    assert!(damaged[0].contains("member 3, not 4"), "{damaged:?}");
 }

@@ -47,6 +47,7 @@ fn run() -> Result<()> {
         std::process::exit(code);
     });
     let g = &cli.global;
+    model::check_env()?;
     let preset = g.preset.clone().unwrap_or_else(|| "paper".to_string());
     let root = g.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&preset));
     let config = match recorded_config(g, &root)? {

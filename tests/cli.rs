@@ -91,29 +91,25 @@ fn damaged_outputs_are_named_and_never_followed() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     ok(&run_dir, &["--set", "train.members=2", "--set", "train.epochs=2", "--set", "train.lr_decay_epochs=0", "run"]);
-    let edit = |file: &str, change: &dyn Fn(&mut serde_json::Value)| {
+    let outside = dir.path().join("outside");
+    let cases = [
+        ("explain/grad/manifest.json", "evaluate", "/shape", serde_json::json!([])),
+        ("explain/grad/manifest.json", "evaluate", "/members", serde_json::json!([])),
+        ("explain/grad/manifest.json", "report", "/split", serde_json::json!("train")),
+        ("evaluate/metrics.json", "report", "/curves/0/method", serde_json::json!(format!("../../{}", outside.display()))),
+        ("evaluate/metrics.json", "report", "/curves/0/metric", serde_json::json!("../../x")),
+    ];
+    for (file, command, key, changed) in cases {
         let path = run_dir.join(file);
         let original = std::fs::read_to_string(&path).unwrap();
         let mut value: serde_json::Value = serde_json::from_str(&original).unwrap();
-        change(&mut value);
+        *value.pointer_mut(key).unwrap() = changed;
         std::fs::write(&path, value.to_string()).unwrap();
-        original
-    };
-    let outside = dir.path().join("outside");
-    let cases: [(&str, &str, &dyn Fn(&mut serde_json::Value)); 5] = [
-        ("explain/grad/manifest.json", "evaluate", &|m| m["shape"] = serde_json::json!([])),
-        ("explain/grad/manifest.json", "evaluate", &|m| m["members"] = serde_json::json!([])),
-        ("explain/grad/manifest.json", "report", &|m| m["split"] = serde_json::json!("train")),
-        ("evaluate/metrics.json", "report", &|m| m["curves"][0]["method"] = serde_json::json!(format!("../../{}", outside.display()))),
-        ("evaluate/metrics.json", "report", &|m| m["curves"][0]["metric"] = serde_json::json!("../../x")),
-    ];
-    for (file, command, change) in cases {
-        let original = edit(file, change);
         let out = agra().arg("--run-dir").arg(&run_dir).args(["-q", command]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{file} {command}: {stderr}");
-        assert!(stderr.contains(file), "{file} {command}: {stderr}");
-        std::fs::write(run_dir.join(file), original).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{file}{key} {command}: {stderr}");
+        assert!(stderr.contains(file), "{file}{key} {command}: {stderr}");
+        std::fs::write(&path, original).unwrap();
     }
     assert!(!outside.exists() && std::fs::read_dir(dir.path()).unwrap().count() == 1, "nothing written outside the run");
 }
@@ -157,6 +153,8 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
         vec!["--set", "train.batch_size=100000", "data"],
         vec!["--set", "explain.max_iter=0", "data"],
         vec!["--config", "/nonexistent/agra.toml", "data"],
+        vec!["--config", "/dev/zero", "data"],
+        vec!["--set", "seed=-1", "data"],
         vec!["--config", bad_toml.to_str().unwrap(), "data"],
         vec!["--config", broken.to_str().unwrap(), "data"],
         vec!["--devices", "cuda:9", "data"],

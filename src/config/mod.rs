@@ -111,18 +111,20 @@ impl Config {
         let mut value: toml::Value = toml::from_str(preset).expect("embedded preset parses");
         let schema = value.clone();
         if let Some(path) = &sources.file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| UsageError::new(format!("cannot read config {}: {e}", path.display())))?;
+            let text = read_config_file(path)?;
             let file: toml::Value = toml::from_str(&text).map_err(|e| {
                 UsageError::new(format!("config {}: {}", path.display(), e.message()))
             })?;
             merge::overlay(&mut value, file, &schema, "")?;
+            type_error(&value).map_or(Ok(()), |m| Err(UsageError::new(format!("config {}: {m}", path.display()))))?;
         }
         for set in &sources.sets {
             let (key, patch) = merge::parse_set(set)?;
-            merge::overlay(&mut value, patch, &schema, "").map_err(|e| {
-                UsageError::new(format!("--set {key}: {}", e.to_string().trim_start_matches("config: ")))
-            })?;
+            let named = |m: String| UsageError::new(format!("--set {key}: {}", m.trim_start_matches("config: ")));
+            merge::overlay(&mut value, patch, &schema, "").map_err(|e| named(e.to_string()))?;
+            // serde's messages ("invalid value: integer -1, expected u64") name no key; the
+            // set that brought the error in does.
+            type_error(&value).map_or(Ok(()), |m| Err(named(m)))?;
         }
         Self::from_value(value)
     }
@@ -158,6 +160,25 @@ impl Config {
     pub fn member_seed(&self, member: usize) -> u64 {
         splitmix(self.seed ^ splitmix(member as u64 + 0x9e37_79b9))
     }
+}
+
+/// A config file is a few hundred bytes; reading at most a MiB keeps `--config /dev/zero` (or
+/// a huge file given by mistake) from filling memory.
+fn read_config_file(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    const MAX: u64 = 1 << 20;
+    let cannot = |e: std::io::Error| UsageError::new(format!("cannot read config {}: {e}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path).map_err(cannot)?.take(MAX + 1).read_to_string(&mut text).map_err(cannot)?;
+    if text.len() as u64 > MAX {
+        return Err(UsageError::new(format!("config {} is larger than 1 MiB", path.display())).into());
+    }
+    Ok(text)
+}
+
+/// serde's message when `value` does not have the configuration's types and shapes.
+fn type_error(value: &toml::Value) -> Option<String> {
+    value.clone().try_into::<Config>().err().map(|e| e.message().to_string())
 }
 
 fn fingerprint(value: &impl Serialize) -> String {

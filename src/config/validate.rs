@@ -91,9 +91,12 @@ pub fn check(c: &Config) -> Result<()> {
     if e.methods.is_empty() {
         return bad("explain.methods is empty; list at least one of ".to_string() + &METHODS.join(", "));
     }
-    for method in &e.methods {
+    for (i, method) in e.methods.iter().enumerate() {
         if !METHODS.contains(&method.as_str()) {
             return bad(format!("explain.methods: unknown method {method:?} (one of {})", METHODS.join(", ")));
+        }
+        if e.methods[..i].contains(method) {
+            return bad(format!("explain.methods lists {method:?} twice"));
         }
     }
     if !SPLITS.contains(&e.split.as_str()) {

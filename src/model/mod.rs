@@ -105,6 +105,19 @@ pub enum ConvLayout {
     Unfold,
 }
 
+/// The benchmarking overrides `AGRA_CONV` and `AGRA_KERNELS`, checked once at start: a typo
+/// would otherwise measure the default while its author believes otherwise.
+pub fn check_env() -> Result<(), crate::error::UsageError> {
+    for (name, allowed) in [("AGRA_CONV", &["grouped", "channels-last", "unfold"][..]), ("AGRA_KERNELS", &["native", "libtorch"][..])] {
+        if let Ok(value) = std::env::var(name) {
+            if !allowed.contains(&value.as_str()) {
+                return Err(crate::error::UsageError::new(format!("{name}={value:?} must be one of {}", allowed.join(", "))));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl ConvLayout {
     /// The faster layout for a device, as measured in docs/BENCHMARKS.md; `AGRA_CONV=grouped`
     /// or `AGRA_CONV=unfold` overrides it for benchmarking.

@@ -67,6 +67,9 @@ impl Human for crate::explain::Summary {
 /// Describes the run at `root`; a directory not started yet is described with `config`
 /// (every stage and member missing), so a job script can count members before submitting.
 pub fn run(root: &Path, config: &Config, as_json: bool) -> Result<()> {
+    if root.exists() && !root.is_dir() {
+        return Err(crate::error::UsageError::new(format!("run directory {} is a file", root.display())).into());
+    }
     let report = match RunDir::inspect(root)? {
         Some((run, meta)) => describe(&run, Some(&meta))?,
         None => describe(&RunDir::unopened(root, config), None)?,

@@ -56,6 +56,7 @@ pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
     if run.is_complete(Stage::Data)? {
         return Ok(());
     }
+    fits_in_memory(&run.config.data)?;
     let started = Instant::now();
     run.stage_started(Stage::Data, &["cpu".to_string()])?;
     ui.note(&format!("data: generating {} signals", run.config.data.signals));
@@ -63,6 +64,26 @@ pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
     io::write_split(&train, &run.split_path("train"))?;
     io::write_split(&test, &run.split_path("test"))?;
     run.stage_finished(Stage::Data, started.elapsed().as_secs_f64())
+}
+
+/// Generation holds every value of both splits four times (perturbed, ideal and attribution
+/// as f32, the mask as u8: 13 bytes) and the encoded file as much again. A config that cannot
+/// fit is a mistake to name before allocating, not an abort in the middle of it.
+fn fits_in_memory(d: &crate::config::DataConfig) -> Result<()> {
+    let values = d.signals as f64 * d.dims as f64 * d.length as f64;
+    let need = values * 13.0 * 2.0;
+    // SAFETY: sysconf only reads system constants.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let have = pages as f64 * page as f64;
+    if pages > 0 && page > 0 && need > have {
+        return Err(UsageError::new(format!(
+            "data.signals x data.dims x data.length = {values:.0} values need about {:.1} GB to generate, more than this machine's {:.1} GB",
+            need / 1e9,
+            have / 1e9
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// The run's `train` or `test` split, refused when it is not the one the run's config makes

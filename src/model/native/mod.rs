@@ -102,7 +102,8 @@ pub struct Workspace {
     layers: Vec<Layer>,
     features: usize,
     hidden: usize,
-    /// The member's parameters, `arch.params` order.
+    /// The member's parameters, `arch.params` order. Only the fully connected ones are kept
+    /// current: the convolutions compute from their own layouts in `layers`.
     params: Vec<f32>,
     /// The last layer's pooled output [capacity, t, c] (time-major) and its gradient; `feat_t`
     /// holds the same values as [c, t, samples]: features in the single network's flatten order
@@ -179,7 +180,7 @@ impl Workspace {
     /// `set_params` from one slice per parameter, where a pack's buffers hold the member's.
     pub fn set_param_parts(&mut self, parts: &[&[f32]]) {
         assert_eq!(parts.len(), self.arch.params.len(), "one slice per parameter");
-        for (spec, part) in self.arch.params.iter().zip(parts) {
+        for (spec, part) in self.arch.params.iter().zip(parts).skip(self.layers.len()) {
             self.params[spec.member_range()].copy_from_slice(part);
         }
         for (layer, w) in self.layers.iter_mut().zip(parts) {

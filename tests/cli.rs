@@ -62,7 +62,7 @@ fn a_run_directory_goes_on_with_its_own_configuration() {
     // Naming a config that differs is still refused, with the way out.
     let out = agra().arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "-q", "train"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("leave out --preset"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without --preset, --config or --set"));
 }
 
 #[test]
@@ -112,6 +112,26 @@ fn damaged_outputs_are_named_and_never_followed() {
         std::fs::write(&path, original).unwrap();
     }
     assert!(!outside.exists() && std::fs::read_dir(dir.path()).unwrap().count() == 1, "nothing written outside the run");
+    // Explanations of another split than the one evaluated are not drawn over the wrong
+    // signals, nor one method's folder of the test split scored among the others' of all.
+    let (grad, test_grad) = (run_dir.join("explain/grad"), dir.path().join("grad-test"));
+    std::fs::create_dir(&test_grad).unwrap();
+    for file in std::fs::read_dir(&grad).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, test_grad.join(file.file_name().unwrap())).unwrap();
+    }
+    let again = |args: &[&str]| agra().arg("--run-dir").arg(&run_dir).args(["-q", "--devices", "cpu"]).args(args).output().unwrap();
+    assert!(again(&["explain", "--split", "all"]).status.success());
+    for (command, expected) in [("report", "run `agra evaluate` again"), ("evaluate", "were computed apart")] {
+        if command == "evaluate" {
+            std::fs::remove_dir_all(&grad).unwrap();
+            std::fs::rename(&test_grad, &grad).unwrap();
+        }
+        let out = again(&[command]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains(expected), "{command}: {stderr}");
+    }
 }
 
 #[test]

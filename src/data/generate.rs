@@ -281,7 +281,6 @@ fn generate_signal(cfg: &DataConfig, seed: u64, index: u64) -> Signal {
 pub(crate) mod tests {
     use super::*;
 
-    /// The quick preset's data section.
     /// The quick preset's data at the old small sizes the tests below were written for.
     pub(crate) fn quick() -> DataConfig {
         let sources = crate::config::Sources { preset: "quick".into(), ..Default::default() };

@@ -196,7 +196,26 @@ pub struct MethodArrays {
     pub members: Option<Vec<f32>>,
 }
 
-pub fn load_method(run: &RunDir, name: &str) -> Result<MethodArrays> {
+/// Every named method's arrays, refused unless all were computed on one split by the same
+/// members: evaluation and the report pair them with one ground truth (`agra explain --split
+/// all` after a test-split explain of fewer methods would mix them).
+pub fn load_methods(run: &RunDir, names: &[String]) -> Result<Vec<MethodArrays>> {
+    let all: Vec<MethodArrays> = names.iter().map(|m| load_method(run, m)).collect::<Result<_>>()?;
+    if let Some((first, rest)) = all.split_first() {
+        let (a, split, members) = (&first.manifest.method, &first.manifest.split, &first.manifest.members);
+        if let Some(other) = rest.iter().map(|r| &r.manifest).find(|m| (&m.split, &m.members) != (split, members)) {
+            anyhow::bail!(
+                "explain/{a} ({split} split, members {members:?}) and explain/{} ({} split, members {:?}) were computed apart; run `agra explain` again",
+                other.method,
+                other.split,
+                other.members
+            );
+        }
+    }
+    Ok(all)
+}
+
+fn load_method(run: &RunDir, name: &str) -> Result<MethodArrays> {
     let dir = run.explain_dir().join(name);
     let manifest_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path)

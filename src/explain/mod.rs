@@ -19,7 +19,7 @@ use crate::progress::Progress;
 use crate::store::rundir::Stage;
 use crate::store::RunDir;
 use anyhow::Result;
-pub use export::{load_method, MethodArrays};
+pub use export::{load_methods, MethodArrays};
 pub use noise::PairIds;
 pub use objective::Objective;
 use serde::Serialize;

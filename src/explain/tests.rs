@@ -181,7 +181,7 @@ fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
     let folder = run.explain_dir().join("grad");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("manifest.json"), manifest.to_string()).unwrap();
-    let err = load_method(&run, "grad").err().expect("refused");
+    let err = load_methods(&run, &["grad".to_string()]).err().expect("refused");
     assert_eq!(crate::error::exit_code(&err), 2);
     assert!(err.to_string().contains("outside"), "{err}");
 }

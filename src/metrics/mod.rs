@@ -10,7 +10,7 @@ pub mod signal;
 pub mod stats;
 
 use crate::data::Split;
-use crate::explain::{load_method, MethodArrays};
+use crate::explain::{load_methods, MethodArrays};
 use crate::farm::Devices;
 use crate::progress::Progress;
 use crate::store::rundir::Stage;
@@ -71,7 +71,7 @@ pub fn run(run: &RunDir, devices: &Devices, ui: &Progress) -> Result<Summary> {
     let _lock = run.stage_lock("evaluate")?;
     run.stage_started(Stage::Evaluate, &devices.names())?;
     let config = &run.config;
-    let methods: Vec<MethodArrays> = config.explain.methods.iter().map(|m| load_method(run, m)).collect::<Result<_>>()?;
+    let methods: Vec<MethodArrays> = load_methods(run, &config.explain.methods)?;
     let split = methods[0].manifest.split.clone();
     let truth = crate::explain::load_signals(run, &split)?;
     let mut rows = Vec::new();

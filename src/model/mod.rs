@@ -110,7 +110,7 @@ pub enum ConvLayout {
 pub fn check_env() -> Result<(), crate::error::UsageError> {
     for (name, allowed) in [("AGRA_CONV", &["grouped", "channels-last", "unfold"][..]), ("AGRA_KERNELS", &["native", "libtorch"][..])] {
         if let Ok(value) = std::env::var(name) {
-            if !allowed.contains(&value.as_str()) {
+            if !value.is_empty() && !allowed.contains(&value.as_str()) {
                 return Err(crate::error::UsageError::new(format!("{name}={value:?} must be one of {}", allowed.join(", "))));
             }
         }

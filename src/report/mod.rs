@@ -6,7 +6,7 @@
 pub mod plot;
 mod tables;
 
-use crate::explain::load_method;
+use crate::explain::load_methods;
 use crate::metrics::{self, Evaluation};
 use crate::progress::Progress;
 use crate::store::checkpoint::EpochLog;
@@ -43,6 +43,18 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     let dir = run.report_dir();
     let figs = dir.join("figures");
     let methods: Vec<String> = e.explain.iter().map(|m| m.method.clone()).collect();
+    let explained = load_methods(run, &methods)?;
+    if let (Some(now), Some(then)) = (explained.first().map(|a| &a.manifest), e.explain.first()) {
+        if (&now.split, &now.members) != (&then.split, &then.members) {
+            anyhow::bail!(
+                "the explanations ({} split, members {:?}) were computed again after evaluate/metrics.json ({} split, members {:?}); run `agra evaluate` again",
+                now.split,
+                now.members,
+                then.split,
+                then.members
+            );
+        }
+    }
     let truth = crate::explain::load_signals(run, &e.split)?;
     let examples: Vec<usize> = run.config.evaluate.examples.iter().copied().filter(|&i| i < truth.len()).collect();
     let mut figures = Vec::new();
@@ -64,8 +76,7 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     plot::signals(&figs.join("fig1_data"), truth.dims, truth.length, &data_panels)?;
     figures.push(("Figure 1: ideal and perturbed signals, bumps marked", "fig1_data".to_string()));
 
-    for name in &methods {
-        let arrays = load_method(run, name)?;
+    for (name, arrays) in methods.iter().zip(&explained) {
         let reconstructs = matches!(name.as_str(), "grad" | "smoothgrad");
         for &i in &examples {
             let single = arrays.members.as_ref().map(|m| row(m, i));

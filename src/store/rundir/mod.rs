@@ -103,7 +103,7 @@ impl RunDir {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let value: toml::Value = toml::from_str(&text)
             .map_err(|e| UsageError::new(format!("{}: {}", path.display(), e.message())))?;
-        let config = Config::from_value(value)?;
+        let config = Config::from_value(value).map_err(|e| UsageError::new(format!("{}: {e:#}", path.display())))?;
         let run = RunDir { root: root.to_path_buf(), config };
         let meta = run.read_meta()?.unwrap_or_default();
         Ok(Some((run, meta)))
@@ -138,10 +138,11 @@ impl RunDir {
         };
         let at = differs.map(|k| format!(" (first difference: {k})")).unwrap_or_default();
         Err(UsageError::new(format!(
-            "run directory {} was made with config {}, not this one {}{at}; use another --run-dir, or leave out --preset, --config and --set to go on with its own",
+            "run directory {} was made with config {}, not this one {}{at}; use another --run-dir, or go on with its own: `agra --run-dir {} <command>` without --preset, --config or --set",
             self.root.display(),
             meta.config_hash,
-            self.config.hash()
+            self.config.hash(),
+            self.root.display()
         ))
         .into())
     }
@@ -232,7 +233,7 @@ impl RunDir {
         let outputs = match stage {
             Stage::Data => vec![self.split_path("train"), self.split_path("test")],
             Stage::Train => vec![],
-            Stage::Explain => vec![self.explain_dir()],
+            Stage::Explain => self.config.explain.methods.iter().map(|m| self.explain_dir().join(m).join("manifest.json")).collect(),
             Stage::Evaluate => vec![self.evaluate_dir().join("metrics.json")],
             Stage::Report => vec![self.report_dir().join("report.md")],
         };

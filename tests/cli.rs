@@ -131,6 +131,7 @@ fn damaged_outputs_are_named_and_never_followed() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
         assert!(stderr.contains(expected), "{command}: {stderr}");
+        assert_eq!(status_json(&run_dir)["stages"]["evaluate"], "incomplete", "a new explain leaves evaluate to be done again");
     }
 }
 

@@ -205,12 +205,22 @@ impl RunDir {
         self.write_meta(&meta)
     }
 
+    /// Marks `stage` running. Evaluate and report are made from the explanations, so a new
+    /// explain (of another split, say) or evaluate leaves the stages after it to be done again.
+    /// (Data and training are deterministic: their re-runs reproduce what followed them.)
     pub fn stage_started(&self, stage: Stage, devices: &[String]) -> Result<()> {
         self.update_meta(|m| {
             let s = m.stages.entry(stage.name().to_string()).or_default();
             s.started = Some(now());
             s.finished = None;
             s.devices = devices.to_vec();
+            if stage >= Stage::Explain {
+                for later in Stage::ALL.iter().filter(|&&l| l > stage) {
+                    if let Some(s) = m.stages.get_mut(later.name()) {
+                        s.finished = None;
+                    }
+                }
+            }
         })
     }
 

@@ -47,6 +47,19 @@ pub struct DataConfig {
     pub mask_widths: f64,
 }
 
+impl DataConfig {
+    /// Signals in the split of that name ("train", "test" or "all", train then test), or None
+    /// for a name that is not a split.
+    pub fn split_len(&self, split: &str) -> Option<usize> {
+        match split {
+            "train" => Some(self.train),
+            "test" => Some(self.test),
+            "all" => Some(self.signals),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {

@@ -116,11 +116,7 @@ pub fn check(c: &Config) -> Result<()> {
     positive("evaluate.random_orders", v.random_orders)?;
     limit("evaluate.random_orders", v.random_orders, 10_000)?;
     limit("evaluate.sanity_members", v.sanity_members, 10_000)?;
-    let explained = match e.split.as_str() {
-        "train" => d.train,
-        "test" => d.test,
-        _ => d.signals,
-    };
+    let explained = d.split_len(&e.split).unwrap_or(d.signals);
     if let Some(&i) = v.examples.iter().find(|&&i| i >= explained) {
         return bad(format!(
             "evaluate.examples contains {i}, but the {} split has {explained} signals",

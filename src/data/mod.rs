@@ -93,7 +93,7 @@ pub fn read(run: &RunDir, name: &str) -> Result<Split> {
     let path = run.split_path(name);
     let split = io::read_split(&path)?;
     let d = &run.config.data;
-    let want = if name == "train" { d.train } else { d.test };
+    let want = d.split_len(name).unwrap_or(0);
     if (split.len(), split.dims, split.length) != (want, d.dims, d.length) {
         return Err(UsageError::new(format!(
             "{} holds {} signals of {} x {} values, but this run's config makes {want} of {} x {}; delete it and agra makes it again",

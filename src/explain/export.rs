@@ -167,11 +167,8 @@ fn safetensors_bytes(mean: &[f32], std: &[f32], members: &[f32], shape: &[usize;
 /// indexes the split's ground truth and the members by what the manifest says.
 fn mismatch(manifest: &MethodSummary, run: &RunDir, method: &str) -> Option<String> {
     let c = &run.config;
-    let signals = match manifest.split.as_str() {
-        "train" => c.data.train,
-        "test" => c.data.test,
-        "all" => c.data.signals,
-        other => return Some(format!("split {other:?}")),
+    let Some(signals) = c.data.split_len(&manifest.split) else {
+        return Some(format!("split {:?}", manifest.split));
     };
     let members = &manifest.members;
     let want = [members.len(), signals, c.data.dims, c.data.length];

@@ -122,7 +122,7 @@ pub fn load(run: &RunDir) -> Result<Evaluation> {
         .map_err(|e| crate::error::UsageError::new(format!("{}: {e}; run `agra evaluate` first", path.display())))?;
     let damaged = || format!("{} is damaged; run `agra evaluate` again", path.display());
     let evaluation: Evaluation = serde_json::from_str(&text).with_context(damaged)?;
-    if let Some(why) = foreign_name(&evaluation, &run.config.explain.methods) {
+    if let Some(why) = foreign_name(&evaluation, &run.config) {
         anyhow::bail!("{} ({why})", damaged());
     }
     Ok(evaluation)
@@ -131,10 +131,10 @@ pub fn load(run: &RunDir) -> Result<Evaluation> {
 /// A split, method or metric name the report would not know, if there is one. The report
 /// reads the split and each method's arrays, and names figure files, by these names; one
 /// such as "../x" would write outside the run directory.
-fn foreign_name(e: &Evaluation, methods: &[String]) -> Option<String> {
-    let known = |m: &str| methods.iter().any(|k| k == m);
+fn foreign_name(e: &Evaluation, config: &crate::config::Config) -> Option<String> {
+    let known = |m: &str| config.explain.methods.iter().any(|k| k == m);
     let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !["train", "test", "all"].contains(&e.split.as_str()) {
+    if config.data.split_len(&e.split).is_none() {
         return Some(format!("split {:?}", e.split));
     }
     let methods = e.explain.iter().map(|m| &m.method).chain(e.curves.iter().map(|c| &c.method));

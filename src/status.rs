@@ -67,9 +67,7 @@ impl Human for crate::explain::Summary {
 /// Describes the run at `root`; a directory not started yet is described with `config`
 /// (every stage and member missing), so a job script can count members before submitting.
 pub fn run(root: &Path, config: &Config, as_json: bool) -> Result<()> {
-    if root.exists() && !root.is_dir() {
-        return Err(crate::error::UsageError::new(format!("run directory {} is a file", root.display())).into());
-    }
+    crate::store::rundir::refuse_file(root)?;
     let report = match RunDir::inspect(root)? {
         Some((run, meta)) => describe(&run, Some(&meta))?,
         None => describe(&RunDir::unopened(root, config), None)?,
@@ -109,7 +107,7 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
     let mut stages = serde_json::Map::new();
     for stage in Stage::ALL {
         let state = match meta.and_then(|m| m.stages.get(stage.name())) {
-            Some(s) if s.finished.is_some() && run.is_complete(stage)? => "complete",
+            Some(s) if s.finished.is_some() && run.outputs_present(stage) => "complete",
             Some(_) if held(run, stage.name()) => "running",
             Some(_) => "incomplete",
             None => "missing",

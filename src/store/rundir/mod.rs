@@ -71,9 +71,7 @@ impl RunDir {
     /// Opens (creating if needed) the run directory for `config`. Refuses a directory made with
     /// another config, and a non-empty directory that agra did not make.
     pub fn open(root: &Path, config: &Config) -> Result<RunDir> {
-        if root.exists() && !root.is_dir() {
-            return Err(UsageError::new(format!("run directory {} is a file", root.display())).into());
-        }
+        refuse_file(root)?;
         if !root.join(META).exists() {
             refuse_foreign(root)?;
         }
@@ -233,13 +231,18 @@ impl RunDir {
     }
 
     /// Finished, and its outputs still there: a stage whose files were deleted afterwards is
-    /// done again instead of being skipped on the word of run.json. Training's members are
-    /// checked one by one by `agra train` itself.
+    /// done again instead of being skipped on the word of run.json.
     pub fn is_complete(&self, stage: Stage) -> Result<bool> {
         let finished = self
             .read_meta()?
             .and_then(|m| m.stages.get(stage.name()).map(|s| s.finished.is_some()))
             .unwrap_or(false);
+        Ok(finished && self.outputs_present(stage))
+    }
+
+    /// Whether the files a finished `stage` leaves are all there. Training's members are
+    /// checked one by one by `agra train` itself.
+    pub fn outputs_present(&self, stage: Stage) -> bool {
         let outputs = match stage {
             Stage::Data => vec![self.split_path("train"), self.split_path("test")],
             Stage::Train => vec![],
@@ -247,7 +250,7 @@ impl RunDir {
             Stage::Evaluate => vec![self.evaluate_dir().join("metrics.json")],
             Stage::Report => vec![self.report_dir().join("report.md")],
         };
-        Ok(finished && outputs.iter().all(|p| p.exists()))
+        outputs.iter().all(|p| p.exists())
     }
 }
 
@@ -269,6 +272,14 @@ fn refuse_foreign(root: &Path) -> Result<()> {
             ))
             .into());
         }
+    }
+    Ok(())
+}
+
+/// A run directory path that names a file.
+pub fn refuse_file(root: &Path) -> Result<()> {
+    if root.exists() && !root.is_dir() {
+        return Err(UsageError::new(format!("run directory {} is a file", root.display())).into());
     }
     Ok(())
 }

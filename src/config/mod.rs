@@ -175,6 +175,11 @@ impl Config {
     }
 }
 
+/// The quick preset's sizes the unit tests were calibrated on (64 training signals, 10 epochs
+/// at lr 1e-3); tests/common/mod.rs's SMALL gives the end-to-end tests the same.
+#[cfg(test)]
+pub(crate) const TEST_SIZES: [&str; 4] = ["data.signals=96", "data.train=64", "train.epochs=10", "train.lr=1e-3"];
+
 /// A config file is a few hundred bytes; reading at most a MiB keeps `--config /dev/zero` (or
 /// a huge file given by mistake) from filling memory.
 fn read_config_file(path: &std::path::Path) -> Result<String> {

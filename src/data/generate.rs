@@ -281,11 +281,11 @@ fn generate_signal(cfg: &DataConfig, seed: u64, index: u64) -> Signal {
 pub(crate) mod tests {
     use super::*;
 
-    /// The quick preset's data at the old small sizes the tests below were written for.
+    /// The quick preset's data at the small sizes the tests below were written for.
     pub(crate) fn quick() -> DataConfig {
-        let sources = crate::config::Sources { preset: "quick".into(), ..Default::default() };
-        let data = crate::config::Config::load(&sources).expect("quick preset").data;
-        DataConfig { signals: 96, train: 64, test: 32, ..data }
+        let sets = crate::config::TEST_SIZES.iter().map(|s| s.to_string()).collect();
+        let sources = crate::config::Sources { preset: "quick".into(), sets, ..Default::default() };
+        crate::config::Config::load(&sources).expect("quick preset").data
     }
 
     /// Pearson's chi-square statistic against a uniform expectation.

@@ -8,10 +8,10 @@ fn context(sets: &[&str]) -> (tempfile::TempDir, TrainContext) {
     context_with(sets, Kernels::Native)
 }
 
-/// The quick preset at the small sizes these tests' tolerances were calibrated on (64
-/// training signals, 10 epochs at lr 1e-3), with `sets` on top.
+/// The quick preset at the small sizes these tests' tolerances were calibrated on, with
+/// `sets` on top.
 fn context_with(sets: &[&str], kernels: Kernels) -> (tempfile::TempDir, TrainContext) {
-    let sets = ["data.signals=96", "data.train=64", "train.epochs=10", "train.lr=1e-3"].iter().chain(sets).map(|s| s.to_string()).collect();
+    let sets = crate::config::TEST_SIZES.iter().chain(sets).map(|s| s.to_string()).collect();
     let config = Config::load(&Sources { preset: "quick".into(), sets, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::open(dir.path(), &config).unwrap();

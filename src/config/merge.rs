@@ -75,10 +75,26 @@ pub fn parse_set(set: &str) -> Result<(String, Value)> {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| Value::String(raw.trim().to_string()));
-    let nested = key.rsplit('.').fold(value, |inner, part| {
+    Ok((key.to_string(), nest(key, value)))
+}
+
+/// `a.b`, v -> `{a = {b = v}}`.
+fn nest(key: &str, value: Value) -> Value {
+    key.rsplit('.').fold(value, |inner, part| {
         let mut table = toml::Table::new();
         table.insert(part.to_string(), inner);
         Value::Table(table)
-    });
-    Ok((key.to_string(), nested))
+    })
+}
+
+/// Every value of a table as (full key, the one-key patch that sets it), in file order, so
+/// a check that fails on the whole file can be retried key by key to name the culprit.
+pub fn leaves(value: &Value, path: &str) -> Vec<(String, Value)> {
+    match value {
+        Value::Table(table) => table
+            .iter()
+            .flat_map(|(key, v)| leaves(v, &if path.is_empty() { key.clone() } else { format!("{path}.{key}") }))
+            .collect(),
+        leaf => vec![(path.to_string(), nest(path, leaf.clone()))],
+    }
 }

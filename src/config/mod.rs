@@ -128,8 +128,10 @@ impl Config {
             let file: toml::Value = toml::from_str(&text).map_err(|e| {
                 UsageError::new(format!("config {}: {}", path.display(), e.message()))
             })?;
-            merge::overlay(&mut value, file, &schema, "")?;
-            type_error(&value).map_or(Ok(()), |m| Err(UsageError::new(format!("config {}: {m}", path.display()))))?;
+            merge::overlay(&mut value, file.clone(), &schema, "")?;
+            if let Some(message) = type_error(&value) {
+                return Err(UsageError::new(format!("config {}: {}", path.display(), culprit(&schema, &file, message))).into());
+            }
         }
         for set in &sources.sets {
             let (key, patch) = merge::parse_set(set)?;
@@ -192,6 +194,19 @@ fn read_config_file(path: &std::path::Path) -> Result<String> {
         return Err(UsageError::new(format!("config {} is larger than 1 MiB", path.display())).into());
     }
     Ok(text)
+}
+
+/// serde's messages ("invalid value: integer -1, expected u64") name no key: the first of the
+/// file's keys that alone brings the error onto the preset does.
+fn culprit(preset: &toml::Value, file: &toml::Value, message: String) -> String {
+    let alone = |patch: &toml::Value| {
+        let mut value = preset.clone();
+        merge::overlay(&mut value, patch.clone(), preset, "").is_ok() && type_error(&value).is_some()
+    };
+    match merge::leaves(file, "").into_iter().find(|(_, patch)| alone(patch)) {
+        Some((key, _)) => format!("{key}: {message}"),
+        None => message,
+    }
 }
 
 /// serde's message when `value` does not have the configuration's types and shapes.

@@ -83,6 +83,10 @@ fn config_files_layer_between_preset_and_sets() {
     let err = Config::load(&Sources { sets: vec![], ..sources.clone() }).unwrap_err();
     assert_eq!(exit_code(&err), 2);
     assert!(err.to_string().contains("c.toml"), "{err}");
+    std::fs::write(&path, "[train]\nepochs = 9\n[data]\nsignals = -5\n").unwrap();
+    let err = Config::load(&Sources { sets: vec![], ..sources.clone() }).unwrap_err();
+    assert_eq!(exit_code(&err), 2);
+    assert!(err.to_string().contains("c.toml: data.signals: invalid value"), "{err}");
     let missing = Sources { file: Some(dir.path().join("none.toml")), ..sources };
     assert_eq!(exit_code(&Config::load(&missing).unwrap_err()), 2);
 }

@@ -78,6 +78,14 @@ fn a_split_of_another_config_is_refused_and_a_deleted_one_made_again() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("train.safetensors holds 64 signals of 2 x 32"), "{stderr}");
+    // Same shape, another seed: the split's recorded origin tells them apart.
+    let seeded = dir.path().join("seeded");
+    ok(&seeded, &[&short[..], &["--set", "seed=99", "data"]].concat());
+    std::fs::copy(seeded.join("data/train.safetensors"), &split).unwrap();
+    let out = run(&run_dir, &[&short[..], &["train"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("train.safetensors was made by another config"), "{stderr}");
     std::fs::remove_file(&split).unwrap();
     ok(&run_dir, &[&short[..], &["train"]].concat());
     assert!(split.exists());

@@ -162,6 +162,11 @@ impl Config {
         fingerprint(self)
     }
 
+    /// The fingerprint of what the data set depends on: split files carry it.
+    pub fn data_hash(&self) -> String {
+        fingerprint(&(self.seed, &self.data))
+    }
+
     /// The fingerprint of what a trained member depends on (seed, data, model, train):
     /// checkpoints carry it, so finished members can be copied into a run that only explains
     /// or evaluates differently.

@@ -21,14 +21,16 @@ const PERTURBATION_COLUMNS: usize = 5;
 /// the signal index and dimension as f32.
 const MAX_EXACT_F32_INT: usize = 1 << 24;
 
-/// Write `split` to `path` atomically as a safetensors file.
-pub fn write_split(split: &Split, path: &Path) -> anyhow::Result<()> {
-    let bytes = encode_split(split).with_context(|| format!("encoding split for {}", path.display()))?;
+/// Write `split` to `path` atomically as a safetensors file. `origin` (the fingerprint of the
+/// config that made it) goes into the metadata, so a file copied in from another run is known.
+pub fn write_split(split: &Split, origin: &str, path: &Path) -> anyhow::Result<()> {
+    let bytes = encode_split(split, origin).with_context(|| format!("encoding split for {}", path.display()))?;
     crate::store::write_atomic(path, &bytes).with_context(|| format!("writing split {}", path.display()))
 }
 
-/// Read a split written by `write_split`, checking names, dtypes and shapes agree.
-pub fn read_split(path: &Path) -> anyhow::Result<Split> {
+/// Read a split written by `write_split`, checking names, dtypes and shapes agree, with its
+/// origin (absent from files written before agra recorded it).
+pub fn read_split(path: &Path) -> anyhow::Result<(Split, Option<String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading split {}", path.display()))?;
     decode_split(&bytes).with_context(|| format!("bad split file {}", path.display()))
 }
@@ -75,7 +77,7 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn encode_split(split: &Split) -> anyhow::Result<Vec<u8>> {
+fn encode_split(split: &Split, origin: &str) -> anyhow::Result<Vec<u8>> {
     let n = split.len();
     let row = split.row_len();
     ensure!(
@@ -98,7 +100,7 @@ fn encode_split(split: &Split) -> anyhow::Result<Vec<u8>> {
         ("perturbed", Dtype::F32, signal_shape, f32_bytes(&split.perturbed)),
         ("scores", Dtype::F32, vec![n], f32_bytes(&split.scores)),
     ];
-    Ok(encode_safetensors(tensors, &[("format", FORMAT), ("version", VERSION)]))
+    Ok(encode_safetensors(tensors, &[("format", FORMAT), ("version", VERSION), ("origin", origin)]))
 }
 
 /// The safetensors byte layout with a deterministic header: metadata keys in the order given,
@@ -165,7 +167,7 @@ fn index(value: f32, bound: usize, what: &str, row: usize) -> anyhow::Result<usi
     Ok(value as usize)
 }
 
-fn decode_split(bytes: &[u8]) -> anyhow::Result<Split> {
+fn decode_split(bytes: &[u8]) -> anyhow::Result<(Split, Option<String>)> {
     let st = SafeTensors::deserialize(bytes).context("not a safetensors file")?;
     let (_, meta) = SafeTensors::read_metadata(bytes).context("not a safetensors file")?;
     let meta = meta.metadata().as_ref();
@@ -200,7 +202,7 @@ fn decode_split(bytes: &[u8]) -> anyhow::Result<Split> {
         );
         perturbations[signal].push(Perturbation { position: r[1], dim, amplitude: r[3], width: r[4] });
     }
-    Ok(Split {
+    let split = Split {
         dims,
         length,
         perturbed: f32s(perturbed),
@@ -209,7 +211,8 @@ fn decode_split(bytes: &[u8]) -> anyhow::Result<Split> {
         mask: mask.to_vec(),
         scores: f32s(scores),
         perturbations,
-    })
+    };
+    Ok((split, field("origin").map(str::to_string)))
 }
 
 #[cfg(test)]
@@ -228,8 +231,8 @@ mod tests {
         let (train, test) = generate(&quick(), 1);
         for (split, name) in [(&train, "train.safetensors"), (&test, "test.safetensors")] {
             let path = dir.path().join(name);
-            write_split(split, &path).expect("write");
-            assert_eq!(&read_split(&path).expect("read"), split);
+            write_split(split, "abc", &path).expect("write");
+            assert_eq!(read_split(&path).expect("read"), (split.clone(), Some("abc".to_string())));
         }
     }
 
@@ -238,8 +241,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_, test) = generate(&DataConfig { test: 0, ..quick() }, 1);
         let path = dir.path().join("empty.safetensors");
-        write_split(&test, &path).expect("write");
-        let back = read_split(&path).expect("read");
+        write_split(&test, "o", &path).expect("write");
+        let (back, _) = read_split(&path).expect("read");
         assert_eq!((back.dims, back.length, back.len()), (2, 32, 0));
     }
 
@@ -247,8 +250,8 @@ mod tests {
     fn files_are_byte_identical() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        write_split(&generate(&quick(), 3).0, &a).expect("write a");
-        write_split(&generate(&quick(), 3).0, &b).expect("write b");
+        write_split(&generate(&quick(), 3).0, "o", &a).expect("write a");
+        write_split(&generate(&quick(), 3).0, "o", &b).expect("write b");
         assert_eq!(std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
     }
 
@@ -289,7 +292,7 @@ mod tests {
     fn bad_files_are_errors_not_panics() {
         let dir = tempfile::tempdir().expect("tempdir");
         let good = dir.path().join("good");
-        write_split(&generate(&quick(), 6).0, &good).expect("write");
+        write_split(&generate(&quick(), 6).0, "o", &good).expect("write");
         let bytes = std::fs::read(&good).expect("read");
         let header = u64::from_le_bytes(bytes[..8].try_into().expect("8")) as usize;
         let mut cases: Vec<Vec<u8>> = vec![
@@ -312,7 +315,7 @@ mod tests {
             let path = dir.path().join(format!("bad{k}"));
             std::fs::write(&path, case).expect("write case");
             match read_split(&path) {
-                Ok(s) => assert!(k >= 7 && s.perturbed.len() == s.len() * s.row_len()),
+                Ok((s, _)) => assert!(k >= 7 && s.perturbed.len() == s.len() * s.row_len()),
                 Err(e) => assert!(format!("{e:#}").contains(&path.display().to_string())),
             }
         }
@@ -336,7 +339,7 @@ mod tests {
         let meta = [("format", FORMAT), ("version", VERSION)];
         assert!(write(vec![("perturbed", Dtype::F32, shape.clone(), f.clone())], &meta).is_err());
         // Mask with the wrong dtype.
-        let mut good = encode_split(&train).expect("encode");
+        let mut good = encode_split(&train, "o").expect("encode");
         std::fs::write(&path, &good).expect("write");
         assert!(read_split(&path).is_ok());
         let text = String::from_utf8_lossy(&good[8..]).into_owned();

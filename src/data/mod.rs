@@ -61,8 +61,9 @@ pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
     run.stage_started(Stage::Data, &["cpu".to_string()])?;
     ui.note(&format!("data: generating {} signals", run.config.data.signals));
     let (train, test) = generate::generate(&run.config.data, run.config.seed);
-    io::write_split(&train, &run.split_path("train"))?;
-    io::write_split(&test, &run.split_path("test"))?;
+    let origin = run.config.data_hash();
+    io::write_split(&train, &origin, &run.split_path("train"))?;
+    io::write_split(&test, &origin, &run.split_path("test"))?;
     run.stage_finished(Stage::Data, started.elapsed().as_secs_f64())
 }
 
@@ -88,10 +89,10 @@ fn fits_in_memory(d: &crate::config::DataConfig) -> Result<()> {
 
 /// The run's `train` or `test` split, refused when it is not the one the run's config makes
 /// (a file copied in from another run would otherwise be trained on or explained, or index
-/// past the end of the model's input).
+/// past the end of the model's input, or, of the same shape, quietly give other results).
 pub fn read(run: &RunDir, name: &str) -> Result<Split> {
     let path = run.split_path(name);
-    let split = io::read_split(&path)?;
+    let (split, origin) = io::read_split(&path)?;
     let d = &run.config.data;
     let want = d.split_len(name).unwrap_or(0);
     if (split.len(), split.dims, split.length) != (want, d.dims, d.length) {
@@ -103,6 +104,13 @@ pub fn read(run: &RunDir, name: &str) -> Result<Split> {
             split.length,
             d.dims,
             d.length
+        ))
+        .into());
+    }
+    if origin.is_some_and(|o| o != run.config.data_hash()) {
+        return Err(UsageError::new(format!(
+            "{} was made by another config (its seed or data section differ from this run's); delete it and agra makes it again",
+            path.display()
         ))
         .into());
     }

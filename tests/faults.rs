@@ -159,3 +159,44 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");
     assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed)"));
 }
+
+/// An explain stopped part way keeps the packs it finished; the next explain takes them back
+/// and writes exactly what an uninterrupted one writes.
+#[test]
+fn an_interrupted_explain_resumes_from_its_finished_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let sets = ["--set", "train.members=6", "--set", "train.epochs=3"];
+    ok(&run_dir, &[&sets[..], &["train"]].concat());
+    let explain = [&sets[..], &["explain", "--pack", "1"]].concat();
+    ok(&run_dir, &explain);
+    let arrays = |dir: &std::path::Path| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        snapshot(&dir.join("explain")).into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "npy")).collect()
+    };
+    let expected = arrays(&run_dir);
+    assert!(!expected.is_empty() && !run_dir.join("explain/packs").exists(), "kept packs are removed once written");
+    std::fs::remove_dir_all(run_dir.join("explain")).unwrap();
+
+    let mut child = agra().arg("--run-dir").arg(&run_dir).args(tiny()).args(&explain).spawn().unwrap();
+    let first = run_dir.join("explain/packs/pack-0000.safetensors");
+    let started = Instant::now();
+    while !first.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no pack was kept");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let code = child.wait().unwrap().code();
+    if code == Some(0) {
+        // Finished before the signal landed: nothing to resume.
+        assert_eq!(arrays(&run_dir), expected);
+        return;
+    }
+    assert_eq!(code, Some(3), "an interrupted explain exits 3");
+    assert!(arrays(&run_dir).is_empty(), "nothing is written before every pack is done");
+    // Not quiet, to see the note.
+    let out = agra().arg("--run-dir").arg(&run_dir).args(SMALL).args(["--devices", "cpu"]).args(&explain).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("packs kept from an interrupted run"), "{stderr}");
+    assert_eq!(arrays(&run_dir), expected);
+}

@@ -8,6 +8,7 @@ pub mod export;
 mod gradient;
 mod noise;
 mod objective;
+mod resume;
 
 use crate::cli::ExplainArgs;
 use crate::data::{self, Split};
@@ -214,34 +215,74 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
         return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
     }
     let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len()));
-    let jobs: Vec<Vec<(usize, usize, Tensor)>> = members
-        .chunks(pack)
-        .enumerate()
-        .map(|(c, chunk)| {
-            chunk.iter().enumerate().map(|(i, (m, w))| (c * pack + i, *m, Tensor::from_slice(w))).collect()
-        })
-        .collect();
     if args.max_batch == Some(0) {
         return Err(UsageError::new("--max-batch 0: a chunk holds at least one row").into());
     }
+    let basis = resume::Basis { config_hash: config.hash(), split: split.clone(), max_batch: args.max_batch, devices: devices.names().join(",") };
+    let (mut results, jobs) = resumed_packs(run, &basis, &members, pack, &signals, ui);
+    // With one pack (one GPU) there is nothing to go on from: keeping it would only cost a write.
+    let keep = results.len() + jobs.len() > 1;
     let bar = ui.bar("explain", jobs.len() as u64);
-    let results = farm::run_queue(&devices.workers, jobs, |worker, job| {
+    let computed = farm::run_queue(&devices.workers, jobs, |worker, (c, key, job)| {
         let max_batch = args.max_batch.unwrap_or_else(|| farm::default_max_batch(worker.device));
-        let result = explain_pack(config, &arch, worker, &job, &signals, max_batch);
+        let result = explain_pack(config, &arch, worker, &job, &signals, max_batch)?;
+        if keep {
+            resume::save(run, c, &key, &result)?;
+        }
         bar.inc(1);
-        result
+        Ok((c, result))
     });
     bar.finish_and_clear();
     if crate::farm::signals::stop_requested() {
         return Err(crate::error::Interrupted.into());
     }
-    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+    results.extend(computed.into_iter().collect::<Result<Vec<_>>>()?);
+    results.sort_by_key(|(c, _)| *c);
+    let results = results.into_iter().map(|(_, r)| r).collect();
     let ids: Vec<usize> = members.iter().map(|(m, _)| *m).collect();
     let shape = [signals.len(), config.data.dims, config.data.length];
     let methods = export::write_all(run, &ids, &shape, &split, args, results)?;
     let summary = Summary { members: ids, signals: signals.len(), split, methods, seconds: started.elapsed().as_secs_f64() };
     run.stage_finished(Stage::Explain, summary.seconds)?;
+    // Written out: the kept packs are no longer needed (a leftover is harmless, keyed).
+    let _ = std::fs::remove_dir_all(resume::dir(run));
     Ok(summary)
+}
+
+/// A pack: its index, its key, and its members as (position in output, member id, weights).
+type Job = (usize, String, Vec<(usize, usize, Tensor)>);
+
+/// Splits the members into packs and takes back the results an interrupted explain of the
+/// same run kept (see `resume`); the rest are the jobs still to compute.
+fn resumed_packs(
+    run: &RunDir,
+    basis: &resume::Basis,
+    members: &[(usize, Vec<f32>)],
+    pack: usize,
+    signals: &Split,
+    ui: &Progress,
+) -> (Vec<(usize, PackResult)>, Vec<Job>) {
+    let values = signals.len() * signals.row_len();
+    let (mut done, mut jobs) = (Vec::new(), Vec::new());
+    for (c, chunk) in members.chunks(pack).enumerate() {
+        let key = resume::key(basis, &chunk.iter().map(|(m, w)| (*m, w.as_slice())).collect::<Vec<_>>());
+        let positions: Vec<usize> = (c * pack..c * pack + chunk.len()).collect();
+        let sizes = [chunk.len() * values, values, chunk.len() * signals.len()];
+        match resume::load(run, c, &key, &positions, sizes) {
+            Ok(Some(result)) => done.push((c, result)),
+            found => {
+                if let Err(e) = found {
+                    ui.warn(&format!("explain: {e:#}; computing it again"));
+                }
+                let job = chunk.iter().zip(positions).map(|((m, w), pos)| (pos, *m, Tensor::from_slice(w))).collect();
+                jobs.push((c, key, job));
+            }
+        }
+    }
+    if !done.is_empty() {
+        ui.note(&format!("explain: {} of {} packs kept from an interrupted run", done.len(), done.len() + jobs.len()));
+    }
+    (done, jobs)
 }
 
 /// The split to explain; `all` is train then test, so signal ids are global.

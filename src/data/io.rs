@@ -31,7 +31,7 @@ pub fn write_split(split: &Split, origin: &str, path: &Path) -> anyhow::Result<(
 /// Read a split written by `write_split`, checking names, dtypes and shapes agree, with its
 /// origin (absent from files written before agra recorded it).
 pub fn read_split(path: &Path) -> anyhow::Result<(Split, Option<String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading split {}", path.display()))?;
+    let bytes = crate::store::read(path).with_context(|| format!("reading split {}", path.display()))?;
     decode_split(&bytes).with_context(|| format!("bad split file {}", path.display()))
 }
 

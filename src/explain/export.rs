@@ -215,7 +215,7 @@ pub fn load_methods(run: &RunDir, names: &[String]) -> Result<Vec<MethodArrays>>
 fn load_method(run: &RunDir, name: &str) -> Result<MethodArrays> {
     let dir = run.explain_dir().join(name);
     let manifest_path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&manifest_path)
+    let text = crate::store::read_text(&manifest_path)
         .map_err(|e| UsageError::new(format!("{}: {e}; run `agra explain` first", manifest_path.display())))?;
     let manifest: MethodSummary = serde_json::from_str(&text).with_context(|| format!("parsing {}", manifest_path.display()))?;
     for file in &manifest.files {

@@ -84,7 +84,7 @@ fn encode(key: &str, result: &PackResult) -> Result<Vec<u8>> {
 /// signals), the lengths of its arrays.
 pub fn load(run: &RunDir, pack: usize, key: &str, positions: &[usize], sizes: [usize; 3]) -> Result<Option<PackResult>> {
     let path = path(run, pack);
-    let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
+    let Ok(bytes) = crate::store::read(&path) else { return Ok(None) };
     let methods = decode(&bytes, key, sizes).with_context(|| format!("{} is damaged", path.display()))?;
     Ok(methods.map(|methods| PackResult { positions: positions.to_vec(), methods }))
 }

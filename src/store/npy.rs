@@ -68,7 +68,7 @@ pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<()>
 
 /// Reads an array written by `write` (or by numpy with the same dtype, C order).
 pub fn read<T: Element>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = super::read(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&bytes).with_context(|| format!("{} is not a valid {} .npy file", path.display(), T::DESCR))
 }
 

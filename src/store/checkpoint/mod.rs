@@ -161,7 +161,7 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn load(path: &Path, arch: &Architecture, config_hash: &str) -> Result<Checkpoint> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let data = crate::store::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (_, meta) = SafeTensors::read_metadata(&data).context("not a safetensors file")?;
     let meta = meta.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {

@@ -98,7 +98,7 @@ impl RunDir {
         if !path.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = super::read_text(&path).with_context(|| format!("reading {}", path.display()))?;
         let value: toml::Value = toml::from_str(&text)
             .map_err(|e| UsageError::new(format!("{}: {}", path.display(), e.message())))?;
         let config = Config::from_value(value).map_err(|e| UsageError::new(format!("{}: {e:#}", path.display())))?;
@@ -184,7 +184,7 @@ impl RunDir {
         if !path.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = super::read_text(&path).with_context(|| format!("reading {}", path.display()))?;
         let meta = serde_json::from_str(&text)
             .map_err(|e| UsageError::new(format!("{} is damaged: {e}", path.display())))?;
         Ok(Some(meta))

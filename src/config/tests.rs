@@ -60,6 +60,8 @@ fn each_mistake_names_its_key() {
         (&["train.batch_size=4096"], "train.batch_size"),
         (&["train.members=99999999"], "train.members"),
         (&["evaluate.examples=[5000]"], "evaluate.examples"),
+        (&["model.channels=[4096, 4096, 4096, 4096]"], "parameters per member"),
+        (&["data.length=65536", "model.channels=[64, 64, 64, 64]"], "activations per signal"),
         (&["train"], "expected key=value"),
         (&["=3"], "empty key"),
         (&["train=3"], "must be a table"),

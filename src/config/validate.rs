@@ -61,6 +61,16 @@ pub fn check(c: &Config) -> Result<()> {
     if !m.score_offset.is_finite() {
         return bad(format!("model.score_offset = {} must be a finite number", m.score_offset));
     }
+    // Sizes each within its limit can still multiply past any machine's memory, which libtorch
+    // answers with an abort, not an error: bound a member's parameters and a signal's activations.
+    let arch = crate::model::Architecture::new(m, d.dims, d.length);
+    let (params, activations) = (arch.numel(), arch.activations());
+    if params > MAX_PARAMS {
+        return bad(format!("model.channels, model.hidden and data.length make {params} parameters per member (at most {MAX_PARAMS})"));
+    }
+    if activations > MAX_ACTIVATIONS {
+        return bad(format!("model.channels and data.length make {activations} activations per signal (at most {MAX_ACTIVATIONS})"));
+    }
 
     let t = &c.train;
     positive("train.members", t.members)?;
@@ -125,6 +135,13 @@ pub fn check(c: &Config) -> Result<()> {
     }
     Ok(())
 }
+
+/// 256 MB of weights per member (a GB with its gradient and Adam's moments); the paper's
+/// network has about 40 thousand.
+const MAX_PARAMS: i64 = 1 << 26;
+/// 16 MB per signal (the paper's network: 11 thousand values), so a CPU chunk of 256 rows stays
+/// within 4 GB; CUDA's chunks shrink with it (`farm::default_max_batch`).
+const MAX_ACTIVATIONS: i64 = 1 << 22;
 
 fn bad(message: String) -> Result<()> {
     Err(UsageError::new(format!("config: {message}")).into())

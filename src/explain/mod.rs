@@ -224,7 +224,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     let keep = results.len() + jobs.len() > 1;
     let bar = ui.bar("explain", jobs.len() as u64);
     let computed = farm::run_queue(&devices.workers, jobs, |worker, (c, key, job)| {
-        let max_batch = args.max_batch.unwrap_or_else(|| farm::default_max_batch(worker.device));
+        let max_batch = args.max_batch.unwrap_or_else(|| farm::default_max_batch(worker.device, arch.activations()));
         let result = explain_pack(config, &arch, worker, &job, &signals, max_batch)?;
         if keep {
             resume::save(run, c, &key, &result)?;

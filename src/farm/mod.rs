@@ -61,9 +61,11 @@ pub fn default_explain_pack(devices: &Devices, members: usize) -> usize {
 }
 
 /// Rows per explain chunk when `--max-batch` is not given: on CPU small enough that a chunk's
-/// activations stay in cache (4096 rows: 4.9k evaluations per second, 64-256 rows: 7-8.5k).
-pub fn default_max_batch(device: tch::Device) -> usize {
-    if device.is_cuda() { 262_144 } else { 256 }
+/// activations stay in cache (4096 rows: 4.9k evaluations per second, 64-256 rows: 7-8.5k); on
+/// CUDA 262,144 rows, fewer where a row's `activations` would take more than 16 GB (the paper's
+/// network needs 12 GB).
+pub fn default_max_batch(device: tch::Device, activations: i64) -> usize {
+    if device.is_cuda() { ((1i64 << 32) / activations.max(1)).clamp(1, 262_144) as usize } else { 256 }
 }
 
 #[cfg(test)]

@@ -90,6 +90,12 @@ impl Architecture {
     pub fn numel(&self) -> i64 {
         self.params.iter().map(ParamSpec::numel).sum()
     }
+
+    /// Values one signal's forward pass holds in its convolution outputs (before pooling), the
+    /// bulk of the activations a backward pass keeps.
+    pub fn activations(&self) -> i64 {
+        self.channels.iter().enumerate().map(|(i, &c)| c * (self.length >> i)).sum()
+    }
 }
 
 /// How the packed convolutions are computed; both give the same numbers (up to rounding).

@@ -95,7 +95,7 @@ impl Steps for TorchSteps {
         let (x, y, p) = (&data.test_x, &data.test_y, model.members);
         let n = x.size()[0];
         // Rows (signals x members) per chunk bounded as in explain, so activations stay in cache on CPU.
-        let chunk = (crate::farm::default_max_batch(x.device()) as i64 / p).max(1);
+        let chunk = (crate::farm::default_max_batch(x.device(), model.arch.activations()) as i64 / p).max(1);
         let mut sse = Tensor::zeros([p], (Kind::Float, x.device()));
         tch::no_grad(|| {
             for start in (0..n).step_by(chunk as usize) {

@@ -25,7 +25,7 @@ log "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
 CUDA=$("$AGRA" --run-dir "$W/none" status --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["cuda_devices"])')
-echo "agra sees $CUDA CUDA device(s)"
+echo "agra sees $CUDA CUDA device(s); free bytes as agra's pack sizing reads them: $("$AGRA" --run-dir "$W/none" status --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["cuda_free_bytes"])')"
 [ "$CUDA" -ge 1 ] || { echo "FAIL: agra does not see CUDA (libtorch_cuda not linked?)"; ldd "$AGRA" | grep torch; exit 1; }
 
 log "agra run, paper preset, cuda:0 (all stages)"

@@ -133,6 +133,8 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
         "run_dir": run.root(),
         "exists": run.root().exists(),
         "cuda_devices": tch::Cuda::device_count(),
+        // What the default CUDA pack is sized from (null where the runtime cannot say).
+        "cuda_free_bytes": (0..tch::Cuda::device_count().max(0) as usize).map(crate::farm::cuda_free_bytes).collect::<Vec<_>>(),
         "config_hash": meta.map(|m| m.config_hash.clone()),
         "agra_version": meta.map(|m| m.agra_version.clone()),
         "stages": stages,

@@ -214,7 +214,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     if args.pack == Some(0) {
         return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
     }
-    let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len()));
+    let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len(), arch.numel() as u64 * 4));
     if args.max_batch == Some(0) {
         return Err(UsageError::new("--max-batch 0: a chunk holds at least one row").into());
     }

@@ -3,10 +3,12 @@
 //! device. tch tensors are `Send` but not `Sync`, so each worker owns everything it touches.
 
 pub mod devices;
+mod memory;
 pub mod schedule;
 pub mod signals;
 
 pub use devices::{Devices, Worker};
+pub use memory::cuda_free_bytes;
 pub use schedule::run_queue;
 
 use crate::error::UsageError;
@@ -39,25 +41,26 @@ impl Shard {
 }
 
 /// Members per pack when `--pack` is not given. CUDA: every member a worker gets, in one pack
-/// (a GPU is launch-bound on such small layers, so wider is faster). CPU with agra's kernels
+/// (a GPU is launch-bound on such small layers, so wider is faster), as many as half the
+/// device's free memory holds at `member_bytes` each (`memory::cuda_pack_cap`). CPU with agra's kernels
 /// (`native`): one member per worker thread, as a pack's members go through the threads one
 /// at a time anyway; smaller jobs shorten the end of a run, where one worker waits for the
 /// other (50 members x 6 epochs on two cores: 0.24-0.41 s beyond the steps and evaluation,
 /// against 0.47-0.66 s with packs of 3; docs/BENCHMARKS.md). CPU with libtorch's kernels: at
 /// most 3, so a pack's activations stay in cache.
-pub fn default_pack(devices: &Devices, members: usize, native: bool) -> usize {
+pub fn default_pack(devices: &Devices, members: usize, native: bool, member_bytes: u64) -> usize {
     if native && !devices.has_cuda() {
         return devices.workers.iter().map(|w| w.threads).max().unwrap_or(1).clamp(1, members.max(1));
     }
-    let cap = if devices.has_cuda() { 256 } else { 3 };
+    let cap = if devices.has_cuda() { memory::cuda_pack_cap(devices, member_bytes) } else { 3 };
     members.div_ceil(devices.workers.len()).clamp(1, cap)
 }
 
 /// Explain's packs: as training's on CUDA; one member on CPU, where explain has signals enough
 /// to fill a batch and oneDNN's plain convolution beats the grouped one (2-core CPU, 12 members:
 /// 8.5k gradient evaluations per second at pack 1, 5.6-7.2k at packs of 6 or 12).
-pub fn default_explain_pack(devices: &Devices, members: usize) -> usize {
-    if devices.has_cuda() { default_pack(devices, members, false) } else { 1 }
+pub fn default_explain_pack(devices: &Devices, members: usize, member_bytes: u64) -> usize {
+    if devices.has_cuda() { default_pack(devices, members, false, member_bytes) } else { 1 }
 }
 
 /// Rows per explain chunk when `--max-batch` is not given: on CPU small enough that a chunk's
@@ -86,12 +89,12 @@ mod tests {
     #[test]
     fn default_packs_per_device_and_kernels() {
         let parse = |spec: &str, cuda: usize, cores: usize| Devices::parse_with(spec, cuda, cores).unwrap();
-        assert_eq!(default_pack(&parse("auto", 0, 2), 50, true), 1, "one member per single-threaded worker");
-        assert_eq!(default_pack(&parse("cpu", 0, 4), 50, true), 4, "one member per thread of the worker");
-        assert_eq!(default_pack(&parse("cpu", 0, 4), 2, true), 2);
-        assert_eq!(default_pack(&parse("auto", 0, 2), 50, false), 3, "libtorch's kernels: packs of 3");
-        assert_eq!(default_pack(&parse("auto", 0, 2), 4, false), 2);
-        assert_eq!(default_pack(&parse("auto", 2, 8), 50, true), 25, "a GPU takes every member it gets");
+        assert_eq!(default_pack(&parse("auto", 0, 2), 50, true, 1), 1, "one member per single-threaded worker");
+        assert_eq!(default_pack(&parse("cpu", 0, 4), 50, true, 1), 4, "one member per thread of the worker");
+        assert_eq!(default_pack(&parse("cpu", 0, 4), 2, true, 1), 2);
+        assert_eq!(default_pack(&parse("auto", 0, 2), 50, false, 1), 3, "libtorch's kernels: packs of 3");
+        assert_eq!(default_pack(&parse("auto", 0, 2), 4, false, 1), 2);
+        assert_eq!(default_pack(&parse("auto", 2, 8), 50, true, 1), 25, "a GPU takes every member it gets");
     }
 
     #[test]

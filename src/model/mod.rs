@@ -91,6 +91,13 @@ impl Architecture {
         self.params.iter().map(ParamSpec::numel).sum()
     }
 
+    /// Bytes one member's training needs on a device: weights, gradient and Adam's two moments,
+    /// and a batch's activations about six times over (outputs, pooled outputs and indices,
+    /// their gradients).
+    pub fn training_bytes(&self, batch_size: usize) -> u64 {
+        (self.numel() * 16 + batch_size as i64 * self.activations() * 4 * 6) as u64
+    }
+
     /// Values one signal's forward pass holds in its convolution outputs (before pooling), the
     /// bulk of the activations a backward pass keeps.
     pub fn activations(&self) -> i64 {

@@ -149,7 +149,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     // did before and resumes bit for bit (with libtorch's kernels a member's rounding depends
     // on its pack's size).
     let native = ctx.kernels == crate::model::native::host::Kernels::Native;
-    let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, owned.len(), native));
+    let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, owned.len(), native, ctx.arch.training_bytes(cfg.batch_size)));
     let (failed_before, active): (Vec<usize>, Vec<usize>) = owned.iter().partition(|&&m| run.member_dir(m).join(FAILED).exists());
     let mut failed = failed_before;
     let mut finished = Vec::new();

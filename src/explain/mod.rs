@@ -89,6 +89,21 @@ pub fn methods(config: &crate::config::Config, device: Device) -> Vec<Box<dyn Me
     out
 }
 
+/// The methods a pack's result holds, in `explain_pack`'s order, with their per-pair arrays
+/// (what a kept pack must have to be taken back).
+pub fn layout(config: &crate::config::Config) -> Vec<(&'static str, resume::Extras)> {
+    use resume::Extras;
+    let wants = |m: &str| config.explain.methods.iter().any(|x| x == m);
+    let all = [
+        ("gxi", Extras::None),
+        ("grad", Extras::Descent),
+        ("smoothgrad", Extras::Descent),
+        ("saliency", Extras::None),
+        ("ig", Extras::Gap),
+    ];
+    all.into_iter().filter(|(name, _)| wants(name)).collect()
+}
+
 /// One pack's results: per method, per-member tensors on the host and the pack's partial
 /// reduction (mean and sum of squared deviations over its members), made on the device.
 pub struct PackResult {
@@ -208,26 +223,39 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     crate::data::ensure(run, ui)?;
     let signals = load_signals(run, &split)?;
     let members = finished_members(run, &arch, args.allow_partial, ui)?;
-    let _lock = run.stage_lock("explain")?;
-    run.stage_started(Stage::Explain, &devices.names())?;
-
     if args.pack == Some(0) {
         return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
     }
-    let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len(), arch.numel() as u64 * 4));
     if args.max_batch == Some(0) {
         return Err(UsageError::new("--max-batch 0: a chunk holds at least one row").into());
     }
-    let basis = resume::Basis { config_hash: config.hash(), split: split.clone(), max_batch: args.max_batch, devices: devices.names().join(",") };
+    let _lock = run.stage_lock("explain")?;
+    run.stage_started(Stage::Explain, &devices.names())?;
+
+    let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len(), arch.numel() as u64 * 4));
+    let mut kinds: Vec<&str> = devices.workers.iter().map(|w| if w.device.is_cuda() { "cuda" } else { "cpu" }).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let basis = resume::Basis {
+        config_hash: config.hash(),
+        split: split.clone(),
+        max_batch: args.max_batch,
+        devices: kinds.join(","),
+        kernels: format!("{:?}", Kernels::from_env()),
+    };
     let (mut results, jobs) = resumed_packs(run, &basis, &members, pack, &signals, ui);
     // With one pack (one GPU) there is nothing to go on from: keeping it would only cost a write.
     let keep = results.len() + jobs.len() > 1;
+    let warned = std::sync::atomic::AtomicBool::new(false);
     let bar = ui.bar("explain", jobs.len() as u64);
     let computed = farm::run_queue(&devices.workers, jobs, |worker, (c, key, job)| {
         let max_batch = args.max_batch.unwrap_or_else(|| farm::default_max_batch(worker.device, arch.activations()));
         let result = explain_pack(config, &arch, worker, &job, &signals, max_batch)?;
-        if keep {
-            resume::save(run, c, &key, &result)?;
+        // Keeping a pack only saves time later: a pack that cannot be kept is still a result.
+        if let Err(e) = keep.then(|| resume::save(run, c, &key, &result)).transpose() {
+            if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                ui.warn(&format!("explain: could not keep finished packs for a resume: {e:#}"));
+            }
         }
         bar.inc(1);
         Ok((c, result))
@@ -263,12 +291,13 @@ fn resumed_packs(
     ui: &Progress,
 ) -> (Vec<(usize, PackResult)>, Vec<Job>) {
     let values = signals.len() * signals.row_len();
+    let layout = layout(&run.config);
     let (mut done, mut jobs) = (Vec::new(), Vec::new());
     for (c, chunk) in members.chunks(pack).enumerate() {
         let key = resume::key(basis, &chunk.iter().map(|(m, w)| (*m, w.as_slice())).collect::<Vec<_>>());
         let positions: Vec<usize> = (c * pack..c * pack + chunk.len()).collect();
         let sizes = [chunk.len() * values, values, chunk.len() * signals.len()];
-        match resume::load(run, c, &key, &positions, sizes) {
+        match resume::load(run, c, &key, &positions, &layout, sizes) {
             Ok(Some(result)) => done.push((c, result)),
             found => {
                 if let Err(e) = found {

@@ -185,3 +185,32 @@ fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
     assert_eq!(crate::error::exit_code(&err), 2);
     assert!(err.to_string().contains("outside"), "{err}");
 }
+
+/// A kept pack is taken back only if it has `layout`'s methods and arrays, so the two must
+/// agree for every method set.
+#[test]
+fn a_pack_has_the_methods_and_arrays_of_its_layout() {
+    let (mut config, arch, weights) = setup(2);
+    config.explain.max_iter = 3;
+    let worker = crate::farm::Worker { device: Device::Cpu, threads: 1 };
+    let (train, _) = crate::data::generate::generate(&config.data, config.seed);
+    let signals = train.select(&[0, 1]);
+    let job: Vec<(usize, usize, Tensor)> = (0..2).map(|m| (m, m, weights[m].shallow_clone())).collect();
+    for methods in [&["grad", "smoothgrad", "saliency", "gxi", "ig"][..], &["gxi"], &["ig", "saliency"]] {
+        config.explain.methods = methods.iter().map(|m| m.to_string()).collect();
+        let result = explain_pack(&config, &arch, &worker, &job, &signals, 64).unwrap();
+        let got: Vec<(&str, resume::Extras)> = result
+            .methods
+            .iter()
+            .map(|(name, p)| {
+                let extras = match (&p.iterations, &p.gap) {
+                    (Some(_), _) => resume::Extras::Descent,
+                    (None, Some(_)) => resume::Extras::Gap,
+                    (None, None) => resume::Extras::None,
+                };
+                (name.as_str(), extras)
+            })
+            .collect();
+        assert_eq!(got, layout(&config), "{methods:?}");
+    }
+}

@@ -78,7 +78,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Members per pack (default: chosen from the device).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub pack: Option<usize>,
 }
 
@@ -92,14 +92,23 @@ pub struct ExplainArgs {
     pub split: Option<String>,
     /// Most (member x signal x sample) rows in one forward/backward (default: 256 on CPU,
     /// 262144 on CUDA; each row holds about 150 KB of activations at the paper's size).
-    #[arg(long, value_name = "ROWS")]
+    #[arg(long, value_name = "ROWS", value_parser = at_least_one)]
     pub max_batch: Option<usize>,
     /// Also write safetensors next to the .npy files.
     #[arg(long)]
     pub safetensors: bool,
     /// Members per pack (default: chosen from the device; 1 gives the naive per-member loop).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub pack: Option<usize>,
+}
+
+/// A count of members or rows: refused at parse time, before any stage touches the run.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `run` takes the options of `train` and `explain`; `--pack` serves both.
@@ -111,7 +120,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub allow_partial: bool,
     /// Most (member x signal x sample) rows in one forward/backward of explain.
-    #[arg(long, value_name = "ROWS")]
+    #[arg(long, value_name = "ROWS", value_parser = at_least_one)]
     pub max_batch: Option<usize>,
 }
 

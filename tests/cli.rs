@@ -193,6 +193,8 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
         vec!["train", "--shard", "1/0"],
         vec!["train", "--shard", "x"],
         vec!["train", "--pack", "0"],
+        vec!["run", "--pack", "0"],
+        vec!["explain", "--max-batch", "0"],
         vec!["explain", "--split", "nope"],
         vec!["--set", "train.epochs=9", "data"], // a different config on an existing run
         vec!["frobnicate"],

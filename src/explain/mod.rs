@@ -223,12 +223,6 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     crate::data::ensure(run, ui)?;
     let signals = load_signals(run, &split)?;
     let members = finished_members(run, &arch, args.allow_partial, ui)?;
-    if args.pack == Some(0) {
-        return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
-    }
-    if args.max_batch == Some(0) {
-        return Err(UsageError::new("--max-batch 0: a chunk holds at least one row").into());
-    }
     let _lock = run.stage_lock("explain")?;
     run.stage_started(Stage::Explain, &devices.names())?;
 

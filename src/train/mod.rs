@@ -10,7 +10,7 @@ mod step;
 use crate::cli::TrainArgs;
 use crate::config::{splitmix, Config};
 use crate::data::{self, Split};
-use crate::error::{Interrupted, UsageError};
+use crate::error::Interrupted;
 use crate::farm::{self, Devices, Shard};
 use crate::model::{init, Architecture};
 use crate::progress::Progress;
@@ -132,9 +132,6 @@ impl TestQuality {
 pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> Result<Summary> {
     let started = Instant::now();
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or(Shard::ALL);
-    if args.pack == Some(0) {
-        return Err(UsageError::new("--pack 0: a pack holds at least one member").into());
-    }
     data::ensure(run, ui)?;
     let ctx = TrainContext::load(run)?;
     let cfg = &ctx.config.train;

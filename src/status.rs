@@ -81,7 +81,11 @@ pub fn run(root: &Path, config: &Config, as_json: bool) -> Result<()> {
     ];
     if let Some(stages) = report["stages"].as_object() {
         for (name, state) in stages {
-            lines.push(format!("  {name:<9} {}", state.as_str().unwrap_or("?")));
+            let kept = match report["explain_packs_kept"].as_u64() {
+                Some(n) if name == "explain" && n > 0 && state != "complete" => format!(" ({n} finished packs kept; explain goes on from them)"),
+                _ => String::new(),
+            };
+            lines.push(format!("  {name:<9} {}{kept}", state.as_str().unwrap_or("?")));
         }
     }
     let members = report["members"].as_array().cloned().unwrap_or_default();
@@ -138,6 +142,7 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
         "config_hash": meta.map(|m| m.config_hash.clone()),
         "agra_version": meta.map(|m| m.agra_version.clone()),
         "stages": stages,
+        "explain_packs_kept": crate::explain::resume::kept(run),
         "members": members,
     }))
 }

@@ -193,6 +193,7 @@ fn an_interrupted_explain_resumes_from_its_finished_packs() {
     }
     assert_eq!(code, Some(3), "an interrupted explain exits 3");
     assert!(arrays(&run_dir).is_empty(), "nothing is written before every pack is done");
+    assert!(status_json(&run_dir)["explain_packs_kept"].as_u64().unwrap() >= 1);
     // Not quiet, to see the note.
     let out = agra().arg("--run-dir").arg(&run_dir).args(SMALL).args(["--devices", "cpu"]).args(&explain).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -8,7 +8,7 @@ pub mod export;
 mod gradient;
 mod noise;
 mod objective;
-mod resume;
+pub mod resume;
 
 use crate::cli::ExplainArgs;
 use crate::data::{self, Split};

@@ -57,6 +57,13 @@ pub fn dir(run: &RunDir) -> PathBuf {
     run.explain_dir().join("packs")
 }
 
+/// Packs kept by an explain that has not finished (unchecked: the next explain checks them).
+pub fn kept(run: &RunDir) -> usize {
+    std::fs::read_dir(dir(run)).map_or(0, |entries| {
+        entries.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("pack-") && !n.contains(".tmp."))).count()
+    })
+}
+
 fn path(run: &RunDir, pack: usize) -> PathBuf {
     dir(run).join(format!("pack-{pack:04}.safetensors"))
 }

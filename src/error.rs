@@ -23,14 +23,15 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Training stopped on SIGINT, SIGTERM or SIGUSR1 after checkpointing: exit code 3, so a
-/// scheduler (Slurm's requeue) can tell "stopped cleanly, run me again" from a failure.
+/// Training or explain stopped on SIGINT, SIGTERM or SIGUSR1 after keeping its work (members'
+/// checkpoints, explain's finished packs): exit code 3, so a scheduler (Slurm's requeue) can
+/// tell "stopped cleanly, run me again" from a failure.
 #[derive(Debug)]
 pub struct Interrupted;
 
 impl fmt::Display for Interrupted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("interrupted: checkpoints written, run the same command again to resume")
+        f.write_str("interrupted: work so far kept (checkpoints, finished packs), run the same command again to resume")
     }
 }
 

@@ -201,12 +201,12 @@ fn read_config_file(path: &std::path::Path) -> Result<String> {
     Ok(text)
 }
 
-/// serde's messages ("invalid value: integer -1, expected u64") name no key: the first of the
-/// file's keys that alone brings the error onto the preset does.
+/// serde's messages ("invalid value: integer -1, expected u64") name no key: the file's key
+/// that alone brings this very error onto the preset does.
 fn culprit(preset: &toml::Value, file: &toml::Value, message: String) -> String {
     let alone = |patch: &toml::Value| {
         let mut value = preset.clone();
-        merge::overlay(&mut value, patch.clone(), preset, "").is_ok() && type_error(&value).is_some()
+        merge::overlay(&mut value, patch.clone(), preset, "").is_ok() && type_error(&value).as_ref() == Some(&message)
     };
     match merge::leaves(file, "").into_iter().find(|(_, patch)| alone(patch)) {
         Some((key, _)) => format!("{key}: {message}"),

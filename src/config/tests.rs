@@ -89,6 +89,11 @@ fn config_files_layer_between_preset_and_sets() {
     let err = Config::load(&Sources { sets: vec![], ..sources.clone() }).unwrap_err();
     assert_eq!(exit_code(&err), 2);
     assert!(err.to_string().contains("c.toml: data.signals: invalid value"), "{err}");
+    // Two bad keys: the one serde's message is about is named, whatever the keys' order.
+    std::fs::write(&path, "[explain]\nmax_iter = -2\n[train]\nepochs = -1\n").unwrap();
+    let err = Config::load(&Sources { sets: vec![], ..sources.clone() }).unwrap_err().to_string();
+    let named = if err.contains("-1") { "train.epochs" } else { "explain.max_iter" };
+    assert!(err.contains(&format!("c.toml: {named}: invalid value")), "{err}");
     let missing = Sources { file: Some(dir.path().join("none.toml")), ..sources };
     assert_eq!(exit_code(&Config::load(&missing).unwrap_err()), 2);
 }

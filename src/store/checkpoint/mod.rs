@@ -57,10 +57,7 @@ pub fn path_for(dir: &Path, epoch: usize) -> PathBuf {
     dir.join(format!("epoch-{epoch:05}.safetensors"))
 }
 
-/// Writes the checkpoint atomically, then keeps it and the `KEEP - 1` newest before it. Files
-/// named after a later epoch go too: the member's state is now this one, so they are foreign
-/// or damaged (resume would have started from them otherwise), and kept they would push the
-/// good checkpoints out of the newest `KEEP`, even the one just written.
+/// Writes the checkpoint atomically, then prunes all but the newest `KEEP`.
 pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBuf> {
     let groups = [("w", &ckpt.weights), ("adam_m", &ckpt.adam_m), ("adam_v", &ckpt.adam_v)];
     let mut views = Vec::new();
@@ -87,8 +84,7 @@ pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBu
     let data = sorted_header(safetensors::serialize(views, &Some(metadata))?)?;
     let path = path_for(dir, ckpt.header.epoch);
     super::write_atomic(&path, &data)?;
-    let (later, earlier): (Vec<PathBuf>, Vec<PathBuf>) = list(dir)?.into_iter().filter(|p| *p != path).partition(|p| *p > path);
-    for old in later.into_iter().chain(earlier.into_iter().skip(KEEP - 1)) {
+    for old in list(dir)?.into_iter().skip(KEEP) {
         std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     Ok(path)

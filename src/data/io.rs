@@ -9,7 +9,7 @@
 
 use super::generate::{Perturbation, Split};
 use anyhow::{bail, ensure, Context};
-use crate::store::npy;
+use crate::store::{f32_bytes, f32s, npy};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
@@ -71,10 +71,6 @@ fn perturbation_table(split: &Split) -> anyhow::Result<Vec<f32>> {
         }
     }
     Ok(table)
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn encode_split(split: &Split, origin: &str) -> anyhow::Result<Vec<u8>> {
@@ -152,10 +148,6 @@ fn tensor<'a>(
     let fits = got.len() == shape.len() && got.iter().zip(shape).all(|(g, e)| e.is_none_or(|e| e == *g));
     ensure!(fits, "tensor {name:?} has shape {got:?}, expected {shape:?}");
     Ok((got, view.data()))
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// A whole number in `0..bound` stored as f32, or an error naming what it was.

@@ -153,8 +153,8 @@ pub(super) fn chan_combine(n_a: usize, mean: &mut [f64], m2: &mut [f64], n_b: us
 
 fn safetensors_bytes(mean: &[f32], std: &[f32], members: &[f32], shape: &[usize; 3], full: &[usize; 4]) -> Result<Vec<u8>> {
     use safetensors::tensor::{Dtype, TensorView};
-    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let (a, b, c) = (bytes(mean), bytes(std), bytes(members));
+    use crate::store::f32_bytes;
+    let (a, b, c) = (f32_bytes(mean), f32_bytes(std), f32_bytes(members));
     let views = vec![
         ("ensemble", TensorView::new(Dtype::F32, shape.to_vec(), &a)?),
         ("std", TensorView::new(Dtype::F32, shape.to_vec(), &b)?),

@@ -8,7 +8,7 @@
 //! is computed again.
 
 use super::{MethodPart, PackResult};
-use crate::store::RunDir;
+use crate::store::{f32_bytes, f32s, RunDir};
 use anyhow::{ensure, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -75,13 +75,12 @@ pub fn save(run: &RunDir, pack: usize, key: &str, result: &PackResult) -> Result
 fn encode(key: &str, result: &PackResult) -> Result<Vec<u8>> {
     let mut arrays: Vec<(String, Dtype, Vec<u8>)> = Vec::new();
     let mut meta = HashMap::from([("format".to_string(), FORMAT.to_string()), ("key".to_string(), key.to_string())]);
-    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let names: Vec<&str> = result.methods.iter().map(|(n, _)| n.as_str()).collect();
     meta.insert("methods".into(), names.join(","));
     for (name, part) in &result.methods {
-        arrays.push((format!("{name}.members"), Dtype::F32, f32s(&part.members)));
-        arrays.push((format!("{name}.mean"), Dtype::F32, f32s(&part.mean)));
-        arrays.push((format!("{name}.m2"), Dtype::F32, f32s(&part.m2)));
+        arrays.push((format!("{name}.members"), Dtype::F32, f32_bytes(&part.members)));
+        arrays.push((format!("{name}.mean"), Dtype::F32, f32_bytes(&part.mean)));
+        arrays.push((format!("{name}.m2"), Dtype::F32, f32_bytes(&part.m2)));
         if let Some(v) = &part.iterations {
             arrays.push((format!("{name}.iterations"), Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
         }
@@ -89,7 +88,7 @@ fn encode(key: &str, result: &PackResult) -> Result<Vec<u8>> {
             arrays.push((format!("{name}.converged"), Dtype::U8, v.clone()));
         }
         if let Some(v) = &part.gap {
-            arrays.push((format!("{name}.gap"), Dtype::F32, f32s(v)));
+            arrays.push((format!("{name}.gap"), Dtype::F32, f32_bytes(v)));
         }
         meta.insert(format!("{name}.seconds"), part.seconds.to_string());
         meta.insert(format!("{name}.evaluations"), part.evaluations.to_string());
@@ -149,7 +148,6 @@ fn decode(bytes: &[u8], key: &str, layout: &[(&str, Extras)], [values, means, pa
         ensure!(view.dtype() == dtype && view.shape() == [len], "{name}: wrong dtype or length");
         Ok(Some(view.data().to_vec()))
     };
-    let f32s = |b: Vec<u8>| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     let number = |k: &str| -> Result<f64> {
         field(k).and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite()).with_context(|| format!("{k} missing"))
     };
@@ -161,13 +159,13 @@ fn decode(bytes: &[u8], key: &str, layout: &[(&str, Extras)], [values, means, pa
             array(&format!("{name}.{what}"), Dtype::F32, len)?.with_context(|| format!("{name}.{what} missing"))
         };
         let part = MethodPart {
-            members: f32s(required("members", values)?),
-            mean: f32s(required("mean", means)?),
-            m2: f32s(required("m2", means)?),
+            members: f32s(&required("members", values)?),
+            mean: f32s(&required("mean", means)?),
+            m2: f32s(&required("m2", means)?),
             iterations: array(&format!("{name}.iterations"), Dtype::I64, pairs)?
                 .map(|b| b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
             converged: array(&format!("{name}.converged"), Dtype::U8, pairs)?,
-            gap: array(&format!("{name}.gap"), Dtype::F32, pairs)?.map(f32s),
+            gap: array(&format!("{name}.gap"), Dtype::F32, pairs)?.map(|b| f32s(&b)),
             seconds: number(&format!("{name}.seconds"))?,
             evaluations: number(&format!("{name}.evaluations"))?,
         };

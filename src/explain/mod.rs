@@ -227,7 +227,12 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     run.stage_started(Stage::Explain, &devices.names())?;
 
     let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len(), arch.numel() as u64 * 4));
-    let mut kinds: Vec<&str> = devices.workers.iter().map(|w| if w.device.is_cuda() { "cuda" } else { "cpu" }).collect();
+    // Each kind of device with the convolution layout it computes with (AGRA_CONV changes it).
+    let mut kinds: Vec<String> = devices
+        .workers
+        .iter()
+        .map(|w| format!("{}:{:?}", if w.device.is_cuda() { "cuda" } else { "cpu" }, crate::model::ConvLayout::for_device(w.device)))
+        .collect();
     kinds.sort_unstable();
     kinds.dedup();
     let basis = resume::Basis {

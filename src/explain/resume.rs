@@ -24,7 +24,8 @@ pub struct Basis {
     pub config_hash: String,
     pub split: String,
     pub max_batch: Option<usize>,
-    /// The kinds of device ("cpu", "cuda"): not their number, which changes no pack's numbers.
+    /// The kinds of device and their convolution layouts ("cpu:ChannelsLast"): not their
+    /// number, which changes no pack's numbers.
     pub devices: String,
     pub kernels: String,
 }

@@ -147,6 +147,7 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     let status = status_json(&retried);
     assert_eq!(status["members"][1]["state"], "finished");
     assert_eq!(status["members"][1]["attempt"], 1);
+    resume_a_retry_without_touching_the_finished(&retried);
 
     let failed = dir.path().join("failed");
     let out = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0"])
@@ -158,6 +159,28 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     let explain = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
     assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");
     assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed)"));
+}
+
+/// A run stopped while member 1's retry had no checkpoint yet (its checkpoints deleted, its
+/// `retry.json` kept): the next run starts member 1 on its retry's sub-seed, not on the seed
+/// that diverged, ends where the uninterrupted run ended, and leaves the finished members'
+/// files alone.
+fn resume_a_retry_without_touching_the_finished(run_dir: &std::path::Path) {
+    let expected = weight_hashes(run_dir);
+    let files = |m: usize| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let dir = run_dir.join(format!("members/m{m:04}"));
+        dir.read_dir().unwrap().map(|e| e.unwrap().path()).map(|p| (p.clone(), p.metadata().unwrap().modified().unwrap())).collect()
+    };
+    let untouched = [files(0), files(2)];
+    for (path, _) in files(1).into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "safetensors")) {
+        std::fs::remove_file(path).unwrap();
+    }
+    let out = agra().arg("--run-dir").arg(run_dir).args(tiny()).args(LONG).env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("not finite"), "member 1 went back to its first attempt: {stderr}");
+    assert_eq!(weight_hashes(run_dir), expected);
+    assert_eq!([files(0), files(2)], untouched, "finished members were trained again");
 }
 
 /// An explain stopped part way keeps the packs it finished; the next explain takes them back

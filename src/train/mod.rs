@@ -5,6 +5,7 @@
 mod pack;
 pub mod plan;
 mod profile;
+mod resume;
 mod step;
 
 use crate::cli::TrainArgs;
@@ -147,24 +148,8 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     // on its pack's size).
     let native = ctx.kernels == crate::model::native::host::Kernels::Native;
     let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, owned.len(), native, ctx.arch.training_bytes(cfg.batch_size)));
-    let (failed_before, active): (Vec<usize>, Vec<usize>) = owned.iter().partition(|&&m| run.member_dir(m).join(FAILED).exists());
-    let mut failed = failed_before;
-    let mut finished = Vec::new();
-    let mut first_jobs = Vec::new();
-    for chunk in active.chunks(size) {
-        let mut saved = Vec::new();
-        for &m in chunk {
-            let (all, damaged) = checkpoint::load_all(&run.member_dir(m), &ctx.arch, &ctx.config_hash, m)?;
-            for message in damaged {
-                ui.warn(&format!("member {m}: {message}"));
-            }
-            saved.push(all);
-        }
-        match resume_epoch(&saved) {
-            epoch if epoch >= cfg.epochs => finished.extend(saved.into_iter().filter_map(|all| all.into_iter().next())),
-            epoch => first_jobs.push(chunk.iter().zip(saved).map(|(&m, all)| start_at(&ctx.config, m, all, epoch)).collect()),
-        }
-    }
+    let saved = owned.iter().map(|&m| resume::saved(&ctx, m, ui)).collect::<Result<Vec<_>>>()?;
+    let resume::Plan { mut finished, mut failed, packs: first_jobs } = resume::plan(&ctx.config, size, &owned, saved);
     let overall = ui.bar("members", owned.len() as u64);
     overall.set_position(finished.len() as u64);
     let device_bars: Vec<_> = devices.workers.iter().map(|w| ui.bar(&w.name(), cfg.epochs as u64)).collect();
@@ -202,16 +187,18 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
                         "member {m}: loss not finite at epoch {epoch} (seed {}); retrying with sub-seed {}",
                         start.seed, retry.seed
                     ));
-                    retries.push(retry);
+                    resume::begin_retry(&run.member_dir(m), &start, &retry, epoch)?;
+                    retries.push(m);
                 } else {
                     ui.warn(&format!("member {m}: loss not finite at epoch {epoch}; marked failed"));
-                    mark_failed(&run.member_dir(m), &start, epoch)?;
+                    resume::mark_failed(&run.member_dir(m), &start, epoch)?;
                     failed.push(m);
                 }
             }
         }
         interrupted |= crate::farm::signals::stop_requested();
-        jobs = retries.chunks(size).map(<[MemberStart]>::to_vec).collect();
+        let saved = retries.iter().map(|&m| resume::saved(&ctx, m, ui)).collect::<Result<Vec<_>>>()?;
+        jobs = resume::plan(&ctx.config, size, &retries, saved).packs;
     }
     for bar in device_bars.iter().chain([&overall]) {
         bar.finish_and_clear();
@@ -226,44 +213,15 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     Ok(summary)
 }
 
-const FAILED: &str = "failed.json";
-
-fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
-    let record = serde_json::json!({
-        "member": start.member, "seed": start.seed, "attempt": start.attempt,
-        "epoch": epoch, "reason": "loss not finite",
-    });
-    crate::store::write_atomic(&dir.join(FAILED), record.to_string().as_bytes())
-}
-
-/// The epoch a chunk resumes from: the newest one at which every member has a good checkpoint
-/// (0: start fresh). A kill during a pack's checkpoint writes can leave members one
-/// checkpoint apart; the newer ones then redo that stretch, which reproduces it exactly.
-fn resume_epoch(saved: &[Vec<Checkpoint>]) -> usize {
-    let Some(first) = saved.first() else { return 0 };
-    first
-        .iter()
-        .map(|c| c.header.epoch)
-        .filter(|&e| saved.iter().all(|all| all.iter().any(|c| c.header.epoch == e)))
-        .max()
-        .unwrap_or(0)
-}
-
-/// A member's start at `epoch`, from its checkpoint there (or fresh at 0).
-fn start_at(config: &Config, member: usize, saved: Vec<Checkpoint>, epoch: usize) -> MemberStart {
-    match saved.into_iter().find(|c| c.header.epoch == epoch) {
-        Some(c) => MemberStart { member, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) },
-        None => MemberStart::fresh(config, member, 0),
-    }
-}
-
 /// Whether a member has finished, failed, is in progress or missing, for `status`.
 pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<(String, Option<Checkpoint>)> {
     let dir = run.member_dir(member);
-    if dir.join(FAILED).exists() {
+    if dir.join(resume::FAILED).exists() {
         return Ok(("failed".into(), None));
     }
+    let attempt = resume::attempt(&dir)?;
     let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash(), member)?;
+    let ckpt = ckpt.filter(|c| c.header.attempt >= attempt);
     let state = match &ckpt {
         Some(c) if c.header.epoch >= run.config.train.epochs => "finished",
         Some(_) => "in_progress",

@@ -43,11 +43,43 @@ fn a_signal_then_resume_is_bit_identical_with_winograd_layers() {
     signal_then_resume(&[SIGNALLED, WIDE].concat());
 }
 
+/// With libtorch's kernels a member's rounding depends on its pack's size: a run begun with
+/// `--pack 1` and resumed without it must still pack by one (run.json keeps the size).
+#[test]
+fn a_resumed_run_packs_as_it_began_where_packing_changes_rounding() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = [SIGNALLED, &["train", "--pack", "1"]].concat();
+    let libtorch = |cmd: &mut std::process::Command| {
+        cmd.env("AGRA_KERNELS", "libtorch");
+    };
+    let reference = dir.path().join("reference");
+    let mut cmd = agra();
+    libtorch(&mut cmd);
+    assert!(cmd.arg("--run-dir").arg(&reference).args(tiny()).args(&first).status().unwrap().success());
+    let then = [SIGNALLED, &["train"]].concat();
+    signal_then_resume_with(dir.path(), &weight_hashes(&reference), &first, &then, libtorch);
+}
+
 fn signal_then_resume(sets: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let expected = reference_with(dir.path(), sets);
-    let run_dir = dir.path().join("run");
-    let mut child = spawn_train(&run_dir, sets);
+    let args = [sets, &["train"]].concat();
+    signal_then_resume_with(dir.path(), &expected, &args, &args, |_| {});
+}
+
+/// Runs `first` (a train command line) until the first checkpoint, stops it with a signal, then
+/// runs `then`: the members must end as `expected`.
+fn signal_then_resume_with(
+    dir: &std::path::Path,
+    expected: &std::collections::BTreeMap<u64, String>,
+    first: &[&str],
+    then: &[&str],
+    env: impl Fn(&mut std::process::Command),
+) {
+    let run_dir = dir.join("run");
+    let mut cmd = agra();
+    env(&mut cmd);
+    let mut child = cmd.arg("--run-dir").arg(&run_dir).args(tiny()).args(first).spawn().unwrap();
     // Wait for the first checkpoint, then ask politely.
     let started = Instant::now();
     while !run_dir.join("members/m0000").read_dir().map(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().starts_with("epoch-"))).unwrap_or(false) {
@@ -59,14 +91,17 @@ fn signal_then_resume(sets: &[&str]) {
     let code = child.wait().unwrap().code();
     if code == Some(0) {
         // The run finished before the signal landed; nothing to resume, still identical.
-        assert_eq!(weight_hashes(&run_dir), expected);
+        assert_eq!(&weight_hashes(&run_dir), expected);
         return;
     }
     assert_eq!(code, Some(3), "interrupted runs exit 3");
     let status = status_json(&run_dir);
     assert!(status["members"].as_array().unwrap().iter().any(|m| m["state"] == "in_progress"));
-    ok(&run_dir, &[sets, &["train"]].concat());
-    assert_eq!(weight_hashes(&run_dir), expected);
+    let mut cmd = agra();
+    env(&mut cmd);
+    let out = cmd.arg("--run-dir").arg(&run_dir).args(tiny()).args(then).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(&weight_hashes(&run_dir), expected);
 }
 
 #[test]

@@ -56,6 +56,19 @@ pub fn default_pack(devices: &Devices, members: usize, native: bool, member_byte
     members.div_ceil(devices.workers.len()).clamp(1, cap)
 }
 
+/// Where run.json keeps the pack size a training run began with, or None where packing does not
+/// change a member's rounding (agra's CPU kernels). With libtorch's kernels it does, and the
+/// default pack changes with the number of GPUs and their free memory: a run requeued onto
+/// another node must pack as it began to resume bit for bit.
+pub fn pack_key(shard: Shard, devices: &Devices, native: bool) -> Option<String> {
+    let kind = match (devices.has_cuda(), native) {
+        (true, _) => "cuda",
+        (false, true) => return None,
+        (false, false) => "cpu-libtorch",
+    };
+    Some(format!("{}/{} {kind}", shard.index, shard.count))
+}
+
 /// Explain's packs: as training's on CUDA; one member on CPU, where explain has signals enough
 /// to fill a batch and oneDNN's plain convolution beats the grouped one (2-core CPU, 12 members:
 /// 8.5k gradient evaluations per second at pack 1, 5.6-7.2k at packs of 6 or 12).
@@ -95,6 +108,15 @@ mod tests {
         assert_eq!(default_pack(&parse("auto", 0, 2), 50, false, 1), 3, "libtorch's kernels: packs of 3");
         assert_eq!(default_pack(&parse("auto", 0, 2), 4, false, 1), 2);
         assert_eq!(default_pack(&parse("auto", 2, 8), 50, true, 1), 25, "a GPU takes every member it gets");
+    }
+
+    #[test]
+    fn pack_sizes_are_kept_where_they_change_rounding() {
+        let parse = |spec: &str, cuda: usize| Devices::parse_with(spec, cuda, 2).unwrap();
+        let shard = Shard { index: 1, count: 4 };
+        assert_eq!(pack_key(shard, &parse("auto", 2), true).as_deref(), Some("1/4 cuda"));
+        assert_eq!(pack_key(shard, &parse("cpu", 0), false).as_deref(), Some("1/4 cpu-libtorch"));
+        assert_eq!(pack_key(shard, &parse("cpu", 0), true), None);
     }
 
     #[test]

@@ -145,9 +145,19 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
 
     // Packs are fixed chunks of member indices, so an interrupted run regroups exactly as it
     // did before and resumes bit for bit (with libtorch's kernels a member's rounding depends
-    // on its pack's size).
+    // on its pack's size, which run.json keeps).
     let native = ctx.kernels == crate::model::native::host::Kernels::Native;
-    let size = args.pack.unwrap_or_else(|| farm::default_pack(devices, owned.len(), native, ctx.arch.training_bytes(cfg.batch_size)));
+    let key = farm::pack_key(shard, devices, native);
+    let kept = match (&key, run.read_meta()?) {
+        (Some(key), Some(meta)) => meta.stages.get(Stage::Train.name()).and_then(|s| s.packs.get(key).copied()),
+        _ => None,
+    };
+    let size = args.pack.or(kept).unwrap_or_else(|| farm::default_pack(devices, owned.len(), native, ctx.arch.training_bytes(cfg.batch_size)));
+    if let Some(key) = key {
+        run.update_meta(|m| {
+            m.stages.entry(Stage::Train.name().to_string()).or_default().packs.insert(key, size);
+        })?;
+    }
     let saved = owned.iter().map(|&m| resume::saved(&ctx, m, ui)).collect::<Result<Vec<_>>>()?;
     let resume::Plan { mut finished, mut failed, packs: first_jobs } = resume::plan(&ctx.config, size, &owned, saved);
     let overall = ui.bar("members", owned.len() as u64);

@@ -49,6 +49,10 @@ pub struct StageMeta {
     pub finished: Option<String>,
     pub devices: Vec<String>,
     pub seconds: Option<f64>,
+    /// Training's pack size per shard and kind of kernels, where a member's rounding depends on
+    /// it (`farm::pack_key`), so a run resumed elsewhere packs as it began.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub packs: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

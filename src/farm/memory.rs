@@ -23,36 +23,79 @@ pub fn cuda_pack_cap(devices: &Devices, member_bytes: u64) -> usize {
 }
 
 /// Free bytes on CUDA device `index`, or None where no CUDA runtime is loaded or it fails.
+/// The calling thread's current device is left as it was.
 pub fn cuda_free_bytes(index: usize) -> Option<u64> {
+    type GetDevice = unsafe extern "C" fn(*mut i32) -> i32;
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    for name in [c"libcudart.so.13", c"libcudart.so.12", c"libcudart.so"] {
-        // SAFETY: RTLD_NOLOAD only looks up a library libtorch_cuda already loaded; the two
-        // symbols have these C signatures in every CUDA runtime since 4.0, and the calls only
-        // select this thread's device and read two counters.
-        unsafe {
-            let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
-            if handle.is_null() {
-                continue;
-            }
-            let (set, info) = (libc::dlsym(handle, c"cudaSetDevice".as_ptr()), libc::dlsym(handle, c"cudaMemGetInfo".as_ptr()));
-            if set.is_null() || info.is_null() {
-                return None;
-            }
-            let (set, info) = (std::mem::transmute::<*mut libc::c_void, SetDevice>(set), std::mem::transmute::<*mut libc::c_void, MemGetInfo>(info));
-            let (mut free, mut total) = (0usize, 0usize);
-            if set(index as i32) != 0 || info(&mut free, &mut total) != 0 {
-                return None;
-            }
-            return Some(free as u64);
+    let path = loaded_library(b"libcudart")?;
+    // SAFETY: RTLD_NOLOAD only takes a further reference to a library libtorch_cuda already
+    // loaded (given back by dlclose); the three symbols have these C signatures in every CUDA
+    // runtime since 4.0, and the calls only select this thread's device and read two counters.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return None;
         }
+        let symbol = |name: &std::ffi::CStr| libc::dlsym(handle, name.as_ptr());
+        let (get, set, info) = (symbol(c"cudaGetDevice"), symbol(c"cudaSetDevice"), symbol(c"cudaMemGetInfo"));
+        let mut answer = None;
+        if !get.is_null() && !set.is_null() && !info.is_null() {
+            let get = std::mem::transmute::<*mut libc::c_void, GetDevice>(get);
+            let set = std::mem::transmute::<*mut libc::c_void, SetDevice>(set);
+            let info = std::mem::transmute::<*mut libc::c_void, MemGetInfo>(info);
+            let (mut current, mut free, mut total) = (0i32, 0usize, 0usize);
+            if get(&mut current) == 0 && set(index as i32) == 0 {
+                if info(&mut free, &mut total) == 0 {
+                    answer = Some(free as u64);
+                }
+                set(current);
+            }
+        }
+        libc::dlclose(handle);
+        answer
     }
-    None
+}
+
+/// The path of the loaded shared object whose file name starts with `prefix`: libtorch's
+/// wheels load `libcudart.so.13`, its zips a hashed `libcudart-<hash>.so.12`, so the name
+/// cannot be guessed.
+fn loaded_library(prefix: &[u8]) -> Option<std::ffi::CString> {
+    struct Search<'a> {
+        prefix: &'a [u8],
+        found: Option<std::ffi::CString>,
+    }
+    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _: libc::size_t, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr hands each loaded object's info, whose name is a C string
+        // (empty for the executable), and the `Search` passed below as `data`.
+        let (info, search) = unsafe { (&*info, &mut *(data as *mut Search)) };
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        let path = unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) };
+        let name = path.to_bytes().rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if name.starts_with(search.prefix) {
+            search.found = Some(path.to_owned());
+            return 1;
+        }
+        0
+    }
+    let mut search = Search { prefix, found: None };
+    // SAFETY: the callback only reads what it is handed and writes `search`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut libc::c_void) };
+    search.found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loaded_libraries_are_found_by_the_start_of_their_name() {
+        let found = loaded_library(b"libtorch_cpu").expect("libtorch_cpu is loaded");
+        assert!(found.to_bytes().ends_with(b"libtorch_cpu.so"), "{found:?}");
+        assert_eq!(loaded_library(b"libnothing-of-the-kind"), None);
+    }
 
     #[test]
     fn without_a_runtime_to_ask_the_cap_is_the_widest_pack() {

@@ -57,7 +57,7 @@ pub fn path_for(dir: &Path, epoch: usize) -> PathBuf {
     dir.join(format!("epoch-{epoch:05}.safetensors"))
 }
 
-/// Writes the checkpoint atomically, then prunes all but the newest `KEEP`.
+/// Writes the checkpoint atomically, then prunes all but it and the `KEEP - 1` before it.
 pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBuf> {
     let groups = [("w", &ckpt.weights), ("adam_m", &ckpt.adam_m), ("adam_v", &ckpt.adam_v)];
     let mut views = Vec::new();
@@ -84,7 +84,9 @@ pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBu
     let data = sorted_header(safetensors::serialize(views, &Some(metadata))?)?;
     let path = path_for(dir, ckpt.header.epoch);
     super::write_atomic(&path, &data)?;
-    for old in list(dir)?.into_iter().skip(KEEP) {
+    // Only older files are pruned: a file of a later epoch (a damaged one, or one copied in)
+    // would otherwise outrank every new checkpoint and have each deleted as it was written.
+    for old in list(dir)?.into_iter().filter(|p| *p < path).skip(KEEP - 1) {
         std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     Ok(path)

@@ -30,6 +30,23 @@ fn save_then_load_round_trips_and_prunes() {
     assert_eq!(latest.unwrap(), ckpt(&a, 4));
 }
 
+/// Garbage named as a later epoch is never loaded, and never makes a new checkpoint look old.
+#[test]
+fn a_later_file_does_not_prune_new_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = arch();
+    for epoch in [98, 99] {
+        std::fs::write(path_for(dir.path(), epoch), b"not a checkpoint").unwrap();
+    }
+    for epoch in 1..=3 {
+        save(dir.path(), &a, &ckpt(&a, epoch)).unwrap();
+    }
+    let (latest, damaged) = load_latest(dir.path(), &a, "abc", 3).unwrap();
+    assert_eq!(latest.unwrap(), ckpt(&a, 3));
+    assert_eq!(damaged.len(), 2);
+    assert_eq!(list(dir.path()).unwrap().len(), 2 + KEEP);
+}
+
 /// Saved in eight directories (eight metadata HashMaps, each with its own key order), one
 /// checkpoint gives eight identical files.
 #[test]

@@ -216,6 +216,15 @@ fn resume_a_retry_without_touching_the_finished(run_dir: &std::path::Path) {
     assert!(!stderr.contains("not finite"), "member 1 went back to its first attempt: {stderr}");
     assert_eq!(weight_hashes(run_dir), expected);
     assert_eq!([files(0), files(2)], untouched, "finished members were trained again");
+
+    // A damaged retry.json is reported, and the member's checkpoints say which attempt it is on.
+    std::fs::write(run_dir.join("members/m0001/retry.json"), "{\"attem").unwrap();
+    assert_eq!(status_json(run_dir)["members"][1]["state"], "finished");
+    let out = agra().arg("--run-dir").arg(run_dir).args(tiny()).args(LONG).arg("train").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("retry.json is damaged") && stderr.contains("going on with attempt 1"), "{stderr}");
+    assert_eq!(weight_hashes(run_dir), expected);
 }
 
 /// An explain stopped part way keeps the packs it finished; the next explain takes them back

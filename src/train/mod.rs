@@ -149,7 +149,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     let native = ctx.kernels == crate::model::native::host::Kernels::Native;
     let key = farm::pack_key(shard, devices, native);
     let kept = match (&key, run.read_meta()?) {
-        (Some(key), Some(meta)) => meta.stages.get(Stage::Train.name()).and_then(|s| s.packs.get(key).copied()),
+        (Some(key), Some(meta)) => meta.stages.get(Stage::Train.name()).and_then(|s| s.packs.get(key).copied()).filter(|&p| p >= 1),
         _ => None,
     };
     let size = args.pack.or(kept).unwrap_or_else(|| farm::default_pack(devices, owned.len(), native, ctx.arch.training_bytes(cfg.batch_size)));
@@ -158,18 +158,27 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
             m.stages.entry(Stage::Train.name().to_string()).or_default().packs.insert(key, size);
         })?;
     }
-    let saved = owned.iter().map(|&m| resume::saved(&ctx, m, ui)).collect::<Result<Vec<_>>>()?;
-    let resume::Plan { mut finished, mut failed, packs: first_jobs } = resume::plan(&ctx.config, size, &owned, saved);
+    // Each round plans from what the members' directories say; the first one's warnings are
+    // the run's (later rounds find the same damage).
+    let plan = |warn: bool| -> Result<resume::Plan> {
+        let mut saved = Vec::new();
+        for &m in &owned {
+            let (state, warnings) = resume::saved(&ctx, m)?;
+            warnings.iter().filter(|_| warn).for_each(|w| ui.warn(w));
+            saved.push(state);
+        }
+        Ok(resume::plan(&ctx.config, size, &owned, saved))
+    };
+    let mut plan_now = plan(true)?;
     let overall = ui.bar("members", owned.len() as u64);
-    overall.set_position(finished.len() as u64);
+    overall.set_position(plan_now.finished.len() as u64);
     let device_bars: Vec<_> = devices.workers.iter().map(|w| ui.bar(&w.name(), cfg.epochs as u64)).collect();
     // One copy of the data per worker, kept on its device between packs (a pack's upload cost
     // 10-26 ms on the CPU, mostly first touches of fresh pages).
     let banks: Vec<Mutex<Option<pack::DeviceData>>> = devices.workers.iter().map(|_| Mutex::new(None)).collect();
     let mut interrupted = false;
-    let mut jobs: Vec<Vec<MemberStart>> = first_jobs;
-    while !jobs.is_empty() && !interrupted {
-        let results = farm::run_queue(&devices.workers, jobs, |worker, pack| {
+    while !plan_now.packs.is_empty() && !interrupted {
+        let results = farm::run_queue(&devices.workers, std::mem::take(&mut plan_now.packs), |worker, pack| {
             let slot = devices.workers.iter().position(|w| std::ptr::eq(w, worker)).unwrap_or(0);
             let bar = &device_bars[slot];
             bar.set_position(pack[0].epoch() as u64);
@@ -184,11 +193,9 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
             let data = bank.get_or_insert_with(|| pack::DeviceData::upload(&ctx, worker.device));
             pack::train_pack(&ctx, worker, data, pack, &on_epoch)
         });
-        let mut retries = Vec::new();
         for result in results {
             let outcome = result?;
             interrupted |= outcome.interrupted;
-            finished.extend(outcome.finished);
             for (start, epoch) in outcome.diverged {
                 let m = start.member;
                 if start.attempt < cfg.nan_retries {
@@ -198,17 +205,16 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
                         start.seed, retry.seed
                     ));
                     resume::begin_retry(&run.member_dir(m), &start, &retry, epoch)?;
-                    retries.push(m);
                 } else {
                     ui.warn(&format!("member {m}: loss not finite at epoch {epoch}; marked failed"));
                     resume::mark_failed(&run.member_dir(m), &start, epoch)?;
-                    failed.push(m);
                 }
             }
         }
         interrupted |= crate::farm::signals::stop_requested();
-        let saved = retries.iter().map(|&m| resume::saved(&ctx, m, ui)).collect::<Result<Vec<_>>>()?;
-        jobs = resume::plan(&ctx.config, size, &retries, saved).packs;
+        if !interrupted {
+            plan_now = plan(false)?;
+        }
     }
     for bar in device_bars.iter().chain([&overall]) {
         bar.finish_and_clear();
@@ -216,6 +222,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     if interrupted {
         return Err(Interrupted.into());
     }
+    let resume::Plan { finished, failed, .. } = plan_now;
     let summary = summarise(&ctx, owned, &finished, failed, started.elapsed().as_secs_f64());
     if all_finished(&ctx)? {
         run.stage_finished(Stage::Train, summary.seconds)?;
@@ -229,7 +236,7 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
     if dir.join(resume::FAILED).exists() {
         return Ok(("failed".into(), None));
     }
-    let attempt = resume::attempt(&dir)?;
+    let attempt = resume::recorded_attempt(&dir).unwrap_or(0);
     let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash(), member)?;
     let ckpt = ckpt.filter(|c| c.header.attempt >= attempt);
     let state = match &ckpt {

@@ -7,9 +7,8 @@
 
 use super::{MemberStart, TrainContext};
 use crate::config::Config;
-use crate::progress::Progress;
 use crate::store::checkpoint::{self, Checkpoint};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 
 pub const FAILED: &str = "failed.json";
@@ -18,56 +17,75 @@ const RETRY: &str = "retry.json";
 /// A member as its directory leaves it.
 #[derive(Debug)]
 pub enum Saved {
-    Failed,
+    /// Given up on `attempt`.
+    Failed { attempt: usize },
     Finished(Checkpoint),
     /// On `attempt`, with that attempt's checkpoints, newest first.
     Going { attempt: usize, ckpts: Vec<Checkpoint> },
 }
 
-/// Member `m`'s state, warning of checkpoints that do not verify. Checkpoints of an attempt
-/// given up (a retry began after it) are deleted: they lead to the same divergence, and their
-/// later epochs would have the retry's first checkpoints pruned as older.
-pub fn saved(ctx: &TrainContext, m: usize, ui: &Progress) -> Result<Saved> {
-    let dir = ctx.run.member_dir(m);
-    if dir.join(FAILED).exists() {
-        return Ok(Saved::Failed);
+impl Saved {
+    /// The attempt the member has reached.
+    fn attempt(&self) -> usize {
+        match self {
+            Saved::Failed { attempt } | Saved::Going { attempt, .. } => *attempt,
+            Saved::Finished(c) => c.header.attempt,
+        }
     }
-    let attempt = attempt(&dir)?;
-    let (all, damaged) = checkpoint::load_all(&dir, &ctx.arch, &ctx.config_hash, m)?;
-    for message in damaged {
-        ui.warn(&format!("member {m}: {message}"));
-    }
-    let (ckpts, stale): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.header.attempt >= attempt);
-    for c in stale {
-        let path = checkpoint::path_for(&dir, c.header.epoch);
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    Ok(match ckpts.first() {
-        Some(c) if c.header.epoch >= ctx.config.train.epochs => Saved::Finished(ckpts.into_iter().next().expect("a checkpoint")),
-        _ => Saved::Going { attempt, ckpts },
-    })
 }
 
-/// The attempt a member is on: 0 unless `retry.json` says otherwise.
-pub fn attempt(dir: &Path) -> Result<usize> {
+/// Member `m`'s state, and a warning for each file that is damaged. Checkpoints of an attempt
+/// given up (a retry began after it) are deleted: they lead to the same divergence, and their
+/// later epochs would outrank the retry's first checkpoints.
+pub fn saved(ctx: &TrainContext, m: usize) -> Result<(Saved, Vec<String>)> {
+    let dir = ctx.run.member_dir(m);
+    let (all, mut warnings) = checkpoint::load_all(&dir, &ctx.arch, &ctx.config_hash, m)?;
+    let attempt = recorded_attempt(&dir).unwrap_or_else(|message| {
+        let newest = all.iter().map(|(_, c)| c.header.attempt).max().unwrap_or(0);
+        warnings.push(format!("{message}; going on with attempt {newest}, its checkpoints' newest"));
+        newest
+    });
+    let warnings = warnings.into_iter().map(|w| format!("member {m}: {w}")).collect();
+    if dir.join(FAILED).exists() {
+        return Ok((Saved::Failed { attempt }, warnings));
+    }
+    let mut ckpts = Vec::new();
+    for (path, c) in all {
+        if c.header.attempt >= attempt {
+            ckpts.push(c);
+        } else {
+            crate::store::remove_if_present(&path)?;
+        }
+    }
+    let state = match ckpts.first() {
+        Some(c) if c.header.epoch >= ctx.config.train.epochs => Saved::Finished(ckpts.swap_remove(0)),
+        _ => Saved::Going { attempt, ckpts },
+    };
+    Ok((state, warnings))
+}
+
+/// The attempt `retry.json` names (0 without one), or why it cannot be read.
+pub fn recorded_attempt(dir: &Path) -> std::result::Result<usize, String> {
     let path = dir.join(RETRY);
     if !path.exists() {
         return Ok(0);
     }
-    let text = crate::store::read_text(&path).with_context(|| format!("reading {}", path.display()))?;
-    let record: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let attempt = record["attempt"].as_u64().with_context(|| format!("{} names no attempt", path.display()))?;
-    Ok(attempt as usize)
+    let damaged = |why: &dyn std::fmt::Display| format!("{} is damaged ({why})", path.display());
+    let text = crate::store::read_text(&path).map_err(|e| damaged(&e))?;
+    let record: serde_json::Value = serde_json::from_str(&text).map_err(|e| damaged(&e))?;
+    record["attempt"].as_u64().map(|a| a as usize).ok_or_else(|| damaged(&"no attempt"))
 }
 
 /// Records that member `retry.member` starts over on `retry.attempt` after `diverged` failed at
-/// `epoch`, before its first checkpoint of the new attempt can be written.
+/// `epoch`, and deletes the checkpoints of the attempts before (damaged ones too), which would
+/// outrank the retry's first ones.
 pub fn begin_retry(dir: &Path, diverged: &MemberStart, retry: &MemberStart, epoch: usize) -> Result<()> {
     let record = serde_json::json!({
         "member": retry.member, "attempt": retry.attempt, "seed": retry.seed,
         "after": { "attempt": diverged.attempt, "seed": diverged.seed, "epoch": epoch, "reason": "loss not finite" },
     });
-    crate::store::write_atomic(&dir.join(RETRY), record.to_string().as_bytes())
+    crate::store::write_atomic(&dir.join(RETRY), record.to_string().as_bytes())?;
+    checkpoint::remove_all(dir)
 }
 
 pub fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
@@ -86,55 +104,52 @@ pub struct Plan {
     pub packs: Vec<Vec<MemberStart>>,
 }
 
-/// First attempts train in fixed chunks of `owned` (the packs of the first run, whatever
-/// failed since), retries in chunks of the members on the same attempt, as the retry round
-/// packed them. `saved[i]` is `owned[i]`'s state.
+/// Attempt a's packs are fixed chunks of the members that reached it (all of `owned` for the
+/// first attempts, the members retried for the others, as each retry round packed them),
+/// whatever finished or failed since. `saved[i]` is `owned[i]`'s state.
 pub fn plan(config: &Config, size: usize, owned: &[usize], saved: Vec<Saved>) -> Plan {
+    let reached: Vec<(usize, usize)> = owned.iter().zip(&saved).map(|(&m, s)| (m, s.attempt())).collect();
     let mut plan = Plan::default();
     let mut going: Vec<(usize, usize, Vec<Checkpoint>)> = Vec::new();
     for (&m, state) in owned.iter().zip(saved) {
         match state {
-            Saved::Failed => plan.failed.push(m),
+            Saved::Failed { .. } => plan.failed.push(m),
             Saved::Finished(c) => plan.finished.push(c),
             Saved::Going { attempt, ckpts } => going.push((m, attempt, ckpts)),
         }
     }
-    let (first, mut retries): (Vec<_>, Vec<_>) = going.into_iter().partition(|g| g.1 == 0);
-    for chunk in owned.chunks(size) {
-        let members = first.iter().filter(|g| chunk.contains(&g.0)).cloned().collect();
-        plan.packs.extend(packs(config, members));
-    }
-    retries.sort_by_key(|g| (g.1, g.0));
-    for same in retries.chunk_by(|a, b| a.1 == b.1) {
-        for chunk in same.chunks(size) {
-            plan.packs.extend(packs(config, chunk.to_vec()));
+    let last = reached.iter().map(|r| r.1).max().unwrap_or(0);
+    for attempt in 0..=last {
+        let members: Vec<usize> = reached.iter().filter(|r| r.1 >= attempt).map(|r| r.0).collect();
+        for chunk in members.chunks(size) {
+            let on = going.iter().filter(|g| g.1 == attempt && chunk.contains(&g.0)).cloned().collect();
+            plan.packs.extend(packs(config, on));
         }
     }
     plan
 }
 
-/// One chunk's members (all on one attempt) as packs: one pack from the newest epoch all have a
-/// checkpoint at, which keeps the chunk whole (a kill during a pack's checkpoint writes can
-/// leave members one checkpoint apart; the newer ones redo that stretch exactly). With no such
-/// epoch (a member that diverged kept older checkpoints than the rest), each member goes on
-/// from its own newest checkpoint, with those at the same epoch together.
-fn packs(config: &Config, members: Vec<(usize, usize, Vec<Checkpoint>)>) -> Vec<Vec<MemberStart>> {
-    let Some(first) = members.first() else { return Vec::new() };
-    let common = first.2.iter().map(|c| c.header.epoch).filter(|&e| members.iter().all(|g| g.2.iter().any(|c| c.header.epoch == e))).max();
-    let fresh = members.iter().all(|g| g.2.is_empty());
-    let start = |(m, attempt, ckpts): (usize, usize, Vec<Checkpoint>), epoch: Option<usize>| {
-        let at = |c: &Checkpoint| epoch.is_none_or(|e| c.header.epoch == e);
-        match ckpts.into_iter().find(at) {
+/// One chunk's members (all on one attempt) as packs, each pack at one epoch: the epoch most of
+/// them have a checkpoint at (the newest of those), for those members, then the same for the
+/// rest. A kill during a pack's checkpoint writes can leave members one checkpoint apart: the
+/// chunk stays whole at the older, and the newer ones redo that stretch exactly. A member that
+/// diverged before a stop, before its retry began, kept older checkpoints than the rest: it
+/// goes on from its own, and the rest from theirs. A member without checkpoints starts fresh.
+fn packs(config: &Config, mut members: Vec<(usize, usize, Vec<Checkpoint>)>) -> Vec<Vec<MemberStart>> {
+    let has = |g: &(usize, usize, Vec<Checkpoint>), epoch: usize| g.2.iter().any(|c| c.header.epoch == epoch) || (epoch == 0 && g.2.is_empty());
+    let mut packs = Vec::new();
+    while !members.is_empty() {
+        let candidates = members.iter().flat_map(|g| g.2.iter().map(|c| c.header.epoch).chain(g.2.is_empty().then_some(0)));
+        let epoch = candidates.max_by_key(|&e| (members.iter().filter(|g| has(g, e)).count(), e)).expect("a member");
+        let (now, later): (Vec<_>, Vec<_>) = members.into_iter().partition(|g| has(g, epoch));
+        let start = |(m, attempt, ckpts): (usize, usize, Vec<Checkpoint>)| match ckpts.into_iter().find(|c| c.header.epoch == epoch) {
             Some(c) => MemberStart { member: m, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) },
             None => MemberStart::fresh(config, m, attempt),
-        }
-    };
-    if common.is_some() || fresh {
-        return vec![members.into_iter().map(|g| start(g, common)).collect()];
+        };
+        packs.push(now.into_iter().map(start).collect());
+        members = later;
     }
-    let mut starts: Vec<MemberStart> = members.into_iter().map(|g| start(g, None)).collect();
-    starts.sort_by_key(|s| (std::cmp::Reverse(s.epoch()), s.member));
-    starts.chunk_by(|a, b| a.epoch() == b.epoch()).map(<[MemberStart]>::to_vec).collect()
+    packs
 }
 
 #[cfg(test)]
@@ -162,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_failed_member_does_not_move_the_others_into_other_packs() {
-        let saved = vec![going(0, &[2, 4]), Saved::Failed, going(0, &[2, 4]), going(0, &[2, 4]), going(0, &[2, 4])];
+        let saved = vec![going(0, &[2, 4]), Saved::Failed { attempt: 0 }, going(0, &[2, 4]), going(0, &[2, 4]), going(0, &[2, 4])];
         let plan = plan(&config(), 2, &[0, 1, 2, 3, 4], saved);
         assert_eq!(plan.failed, vec![1]);
         assert_eq!(shape(&plan), vec![vec![(0, 0, 4)], vec![(2, 0, 4), (3, 0, 4)], vec![(4, 0, 4)]]);
@@ -178,13 +193,23 @@ mod tests {
         assert_eq!(shape(&plan), vec![vec![(1, 1, 2)]]);
     }
 
+    /// Attempt 1's chunks are cut from every member that reached it (0, 2 and 3; 2 has moved
+    /// on to attempt 2), so 3 does not take 2's place beside 0.
     #[test]
-    fn retries_on_one_attempt_pack_together_across_chunks() {
+    fn a_retry_round_keeps_its_chunks_when_a_member_moves_on() {
         let saved = vec![going(1, &[]), going(0, &[6]), going(2, &[]), going(1, &[])];
         let plan = plan(&config(), 2, &[0, 1, 2, 3], saved);
-        let attempt = |a| MemberStart::fresh(&config(), 0, a).seed;
-        assert_eq!(shape(&plan), vec![vec![(1, 0, 6)], vec![(0, 1, 0), (3, 1, 0)], vec![(2, 2, 0)]]);
-        assert_eq!(plan.packs[1][0].seed, attempt(1), "a retry without checkpoints starts from its sub-seed");
+        assert_eq!(shape(&plan), vec![vec![(1, 0, 6)], vec![(0, 1, 0)], vec![(3, 1, 0)], vec![(2, 2, 0)]]);
+        assert_eq!(plan.packs[1][0].seed, MemberStart::fresh(&config(), 0, 1).seed, "a retry without checkpoints starts from its sub-seed");
+    }
+
+    #[test]
+    fn retries_pack_across_the_first_attempts_chunks() {
+        let finished = |m, attempt| Saved::Finished(ckpt(m, attempt, 8));
+        let saved = vec![finished(0, 0), going(1, &[4]), finished(2, 0), going(1, &[4]), finished(4, 0), finished(5, 1)];
+        let plan = plan(&config(), 2, &[0, 1, 2, 3, 4, 5], saved);
+        assert_eq!(shape(&plan), vec![vec![(1, 1, 4), (3, 1, 4)]]);
+        assert_eq!(plan.finished.len(), 4);
     }
 
     #[test]
@@ -199,5 +224,12 @@ mod tests {
     fn without_a_common_epoch_each_member_goes_on_from_its_own() {
         let plan = plan(&config(), 3, &[0, 1, 2], vec![going(0, &[10, 12]), going(0, &[6, 8]), going(0, &[10, 12])]);
         assert_eq!(shape(&plan), vec![vec![(0, 0, 12), (2, 0, 12)], vec![(1, 0, 8)]]);
+        let plan = plan_of(vec![going(0, &[6, 8]), going(0, &[8, 10]), going(0, &[2, 4]), going(0, &[])]);
+        assert_eq!(shape(&plan), vec![vec![(0, 0, 8), (1, 0, 8)], vec![(2, 0, 4)], vec![(3, 0, 0)]]);
+    }
+
+    fn plan_of(saved: Vec<Saved>) -> Plan {
+        let owned: Vec<usize> = (0..saved.len()).collect();
+        plan(&config(), owned.len(), &owned, saved)
     }
 }

@@ -130,18 +130,26 @@ pub fn load_latest(dir: &Path, arch: &Architecture, config_hash: &str, member: u
     Ok((None, damaged))
 }
 
-/// Every kept checkpoint of member `member` in `dir` that verifies, newest first, and a
-/// message for each that did not.
-pub fn load_all(dir: &Path, arch: &Architecture, config_hash: &str, member: usize) -> Result<(Vec<Checkpoint>, Vec<String>)> {
+/// A checkpoint and the file it came from.
+pub type Found = (PathBuf, Checkpoint);
+
+/// Every kept checkpoint of member `member` in `dir` that verifies, newest first, with its
+/// path, and a message for each that did not.
+pub fn load_all(dir: &Path, arch: &Architecture, config_hash: &str, member: usize) -> Result<(Vec<Found>, Vec<String>)> {
     let mut good = Vec::new();
     let mut damaged = Vec::new();
     for path in list(dir)? {
         match load_member(&path, arch, config_hash, member) {
-            Ok(ckpt) => good.push(ckpt),
+            Ok(ckpt) => good.push((path, ckpt)),
             Err(e) => damaged.push(format!("{}: {e:#}; falling back", path.display())),
         }
     }
     Ok((good, damaged))
+}
+
+/// Deletes every checkpoint file in `dir`, damaged ones too.
+pub fn remove_all(dir: &Path) -> Result<()> {
+    list(dir)?.iter().try_for_each(|path| super::remove_if_present(path))
 }
 
 /// Checkpoint files of a member, newest first.

@@ -193,10 +193,13 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
             let data = bank.get_or_insert_with(|| pack::DeviceData::upload(&ctx, worker.device));
             pack::train_pack(&ctx, worker, data, pack, &on_epoch)
         });
+        let mut diverged = false;
         for result in results {
             let outcome = result?;
             interrupted |= outcome.interrupted;
+            plan_now.finished.extend(outcome.finished);
             for (start, epoch) in outcome.diverged {
+                diverged = true;
                 let m = start.member;
                 if start.attempt < cfg.nan_retries {
                     let retry = MemberStart::fresh(&ctx.config, m, start.attempt + 1);
@@ -212,7 +215,8 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
             }
         }
         interrupted |= crate::farm::signals::stop_requested();
-        if !interrupted {
+        // Without divergences every pack ran to its end, and the plan's lists are complete.
+        if diverged && !interrupted {
             plan_now = plan(false)?;
         }
     }

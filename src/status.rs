@@ -53,12 +53,17 @@ impl Human for crate::explain::Summary {
                 format!("{} {:.1}s {:.0} grad/s{conv}{gap}", m.method, m.seconds, m.evaluations_per_second)
             })
             .collect();
+        let memory = &self.memory;
+        let mib = |bytes: u64| format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64);
+        let mut held = vec![format!("{} rows a pass at most", memory.peak_rows), format!("{} resident", mib(memory.peak_host_bytes))];
+        held.extend(memory.peak_device_bytes.iter().map(|(device, &bytes)| format!("{} on {device}", mib(bytes))));
         format!(
-            "{} members x {} {} signals: {}; {:.1} s",
+            "{} members x {} {} signals: {}; {}; {:.1} s",
             self.members.len(),
             self.signals,
             self.split,
             methods.join("; "),
+            held.join(", "),
             self.seconds
         )
     }

@@ -16,6 +16,9 @@ fn agra_run_produces_every_output_and_a_second_run_skips_everything() {
     assert_eq!(lines[1]["finished"], 4);
     // A first look with the quick preset shows members that have learned the score.
     assert!(lines[1]["r2_min"].as_f64().unwrap() > 0.5, "{}", lines[1]);
+    let memory = &lines[2]["memory"];
+    assert!(memory["peak_rows"].as_u64().is_some_and(|r| (1..=256).contains(&r)), "--max-batch's default bounds a pass: {memory}");
+    assert!(memory["peak_host_bytes"].as_u64().unwrap() > 1 << 20, "{memory}");
 
     for method in ["grad", "smoothgrad", "saliency", "gxi", "ig"] {
         let d = run_dir.join("explain").join(method);

@@ -24,6 +24,7 @@ pub use export::{load_methods, MethodArrays};
 pub use noise::PairIds;
 pub use objective::Objective;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -122,7 +123,8 @@ pub struct MethodPart {
     pub evaluations: f64,
 }
 
-/// Explains the signals `x` ([S, dims, T] on the host) with a pack of members on `worker`.
+/// Explains the signals `x` ([S, dims, T] on the host) with a pack of members on `worker`;
+/// also the most rows one forward/backward took.
 pub fn explain_pack(
     config: &crate::config::Config,
     arch: &Architecture,
@@ -130,7 +132,7 @@ pub fn explain_pack(
     weights: &[(usize, usize, Tensor)], // (position in output, member id, weights)
     signals: &Split,
     max_batch: usize,
-) -> Result<PackResult> {
+) -> Result<(PackResult, usize)> {
     let device = worker.device;
     // The descent's shapes shrink as pairs converge; cuDNN's benchmark mode would time its
     // algorithms again for every new shape (it made explain 35x slower on an H100).
@@ -175,7 +177,8 @@ pub fn explain_pack(
         }
         parts.push((method.name().to_string(), download(&out, started, evaluations)?));
     }
-    Ok(PackResult { positions: weights.iter().map(|(pos, _, _)| *pos).collect(), methods: parts })
+    let result = PackResult { positions: weights.iter().map(|(pos, _, _)| *pos).collect(), methods: parts };
+    Ok((result, objective.peak_rows()))
 }
 
 /// Moves a pack's output to the host as member-major arrays, with the pack's mean and sum of
@@ -210,7 +213,21 @@ pub struct Summary {
     pub signals: usize,
     pub split: String,
     pub methods: Vec<export::MethodSummary>,
+    pub memory: Memory,
     pub seconds: f64,
+}
+
+/// What explain held at most: `--max-batch` bounds the rows, and the rows the memory.
+#[derive(Debug, Default, Serialize)]
+pub struct Memory {
+    /// Most (member x signal x sample) rows in one forward/backward (0: every pack was kept
+    /// from an interrupted explain).
+    pub peak_rows: usize,
+    /// The process's peak resident size (under `agra run`, training's included).
+    pub peak_host_bytes: u64,
+    /// Per CUDA worker: the most device memory taken beyond what was free when explain began
+    /// (libtorch's allocator keeps what a pack took, so asking after each pack sees its peak).
+    pub peak_device_bytes: std::collections::BTreeMap<String, u64>,
 }
 
 pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -> Result<Summary> {
@@ -245,14 +262,23 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     let (mut results, jobs) = resumed_packs(run, &basis, &members, pack, &signals, ui);
     // With one pack (one GPU) there is nothing to go on from: keeping it would only cost a write.
     let keep = results.len() + jobs.len() > 1;
-    let warned = std::sync::atomic::AtomicBool::new(false);
+    let warned = AtomicBool::new(false);
     let bar = ui.bar("explain", jobs.len() as u64);
+    let cuda_free = |w: &Worker| if let Device::Cuda(i) = w.device { farm::cuda_free_bytes(i) } else { None };
+    let free_before: Vec<Option<u64>> = devices.workers.iter().map(cuda_free).collect();
+    let least_free: Vec<AtomicU64> = devices.workers.iter().map(|_| AtomicU64::new(u64::MAX)).collect();
+    let peak_rows = AtomicUsize::new(0);
     let computed = farm::run_queue(&devices.workers, jobs, |worker, (c, key, job)| {
         let max_batch = args.max_batch.unwrap_or_else(|| farm::default_max_batch(worker.device, arch.activations()));
-        let result = explain_pack(config, &arch, worker, &job, &signals, max_batch)?;
+        let (result, rows) = explain_pack(config, &arch, worker, &job, &signals, max_batch)?;
+        peak_rows.fetch_max(rows, Ordering::Relaxed);
+        let slot = devices.workers.iter().position(|w| std::ptr::eq(w, worker)).unwrap_or(0);
+        if let Some(free) = cuda_free(worker) {
+            least_free[slot].fetch_min(free, Ordering::Relaxed);
+        }
         // Keeping a pack only saves time later: a pack that cannot be kept is still a result.
         if let Err(e) = keep.then(|| resume::save(run, c, &key, &result)).transpose() {
-            if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            if !warned.swap(true, Ordering::Relaxed) {
                 ui.warn(&format!("explain: could not keep finished packs for a resume: {e:#}"));
             }
         }
@@ -269,7 +295,17 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     let ids: Vec<usize> = members.iter().map(|(m, _)| *m).collect();
     let shape = [signals.len(), config.data.dims, config.data.length];
     let methods = export::write_all(run, &ids, &shape, &split, args, results)?;
-    let summary = Summary { members: ids, signals: signals.len(), split, methods, seconds: started.elapsed().as_secs_f64() };
+    let memory = Memory {
+        peak_rows: peak_rows.into_inner(),
+        peak_host_bytes: farm::peak_resident_bytes(),
+        peak_device_bytes: devices
+            .workers
+            .iter()
+            .zip(free_before.iter().zip(least_free))
+            .filter_map(|(w, (before, least))| before.map(|b| (w.name(), b.saturating_sub(least.into_inner().min(b)))))
+            .collect(),
+    };
+    let summary = Summary { members: ids, signals: signals.len(), split, methods, memory, seconds: started.elapsed().as_secs_f64() };
     run.stage_finished(Stage::Explain, summary.seconds)?;
     // Written out: the kept packs are no longer needed (a leftover is harmless, keyed).
     let _ = std::fs::remove_dir_all(resume::dir(run));

@@ -4,7 +4,7 @@
 use crate::model::native::host::{cpu_slice, Kernels};
 use crate::model::native::Workspace;
 use crate::model::PackedCnn;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use tch::{Kind, Tensor};
 
 pub struct Objective<'a> {
@@ -16,6 +16,8 @@ pub struct Objective<'a> {
     max_rows: usize,
     /// The hand-written CPU kernels, where they compute the network instead of libtorch.
     native: Option<RefCell<Native>>,
+    /// Most rows one forward/backward has taken so far, for the explain summary.
+    peak_rows: Cell<usize>,
 }
 
 /// Signals per pass of the hand-written kernels: 16 explained 12 members 1.2x faster than 32 and
@@ -24,7 +26,7 @@ const NATIVE_BATCH: usize = 16;
 
 impl<'a> Objective<'a> {
     pub fn new(model: &'a PackedCnn, target: f64) -> Objective<'a> {
-        Objective { model, target, max_rows: usize::MAX, native: None }
+        Objective { model, target, max_rows: usize::MAX, native: None, peak_rows: Cell::new(0) }
     }
 
     /// Computes with the hand-written kernels where `kernels` says so for the model's device.
@@ -61,10 +63,22 @@ impl<'a> Objective<'a> {
         Tensor::cat(&losses, 0)
     }
 
+    /// Most rows one forward/backward has taken so far.
+    pub fn peak_rows(&self) -> usize {
+        self.peak_rows.get()
+    }
+
+    fn note_rows(&self, rows: i64) {
+        self.peak_rows.set(self.peak_rows.get().max(rows as usize));
+    }
+
     /// Signals per pass of the hand-written kernels: `NATIVE_BATCH`, fewer where `max_rows`
-    /// asks (`--max-batch 1` is the benchmark's one-signal-at-a-time loop).
+    /// asks (`--max-batch 1` is the benchmark's one-signal-at-a-time loop). A pass takes one
+    /// member's rows.
     fn native_batch(&self, x: &Tensor) -> usize {
-        NATIVE_BATCH.min(self.max_rows / x.size()[1].max(1) as usize).max(1)
+        let batch = NATIVE_BATCH.min(self.max_rows / x.size()[1].max(1) as usize).max(1);
+        self.note_rows(x.size()[0].min(batch as i64));
+        batch
     }
 
     /// x cut along its first axis into pieces of at most `max_rows` rows.
@@ -72,6 +86,7 @@ impl<'a> Objective<'a> {
         let (n, p) = (x.size()[0], x.size()[1]);
         // Any `max_rows` the user gives (up to usize::MAX) must stay positive as an i64.
         let per = (i64::try_from(self.max_rows).unwrap_or(i64::MAX) / p.max(1)).max(1);
+        self.note_rows(per.min(n) * p);
         if n <= per {
             return vec![x.shallow_clone()];
         }
@@ -161,6 +176,7 @@ mod tests {
         let pieces = Objective::new(&model, 10.0).with_max_rows(6); // 3 signals x 2 members a piece
         assert_eq!(pieces.pieces(&x).len(), 3);
         let ((l1, g1), (l2, g2)) = (whole.loss_and_grad(&x), pieces.loss_and_grad(&x));
+        assert_eq!((whole.peak_rows(), pieces.peak_rows()), (14, 6));
         for (a, b) in [(&l1, &l2), (&g1, &g2), (&whole.loss(&x), &pieces.loss(&x))] {
             assert_eq!(a.size(), b.size());
             assert!(f64::try_from((a - b).abs().max()).unwrap() < 1e-5);
@@ -187,6 +203,7 @@ mod tests {
                 let native = Objective::new(&model, 10.0).with_max_rows(max_rows).with_kernels(Kernels::Native);
                 assert!(native.native.is_some() && torch.native.is_none());
                 let (l2, g2) = native.loss_and_grad(&x);
+                assert_eq!(native.peak_rows(), if max_rows == 4 { 2 } else { 16 }, "one member's signals a pass");
                 for (want, got) in [(&l1, &l2), (&torch.loss(&x), &native.loss(&x))] {
                     assert_eq!(want.size(), got.size());
                     let diff = f64::try_from((want.sqrt() - got.sqrt()).abs().max()).unwrap();

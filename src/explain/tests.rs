@@ -147,8 +147,8 @@ fn the_agra_reduction_is_the_mean_over_members_whatever_the_packing() {
     let job = |range: std::ops::Range<usize>| -> Vec<(usize, usize, Tensor)> {
         range.map(|m| (m, m, weights[m].shallow_clone())).collect()
     };
-    let whole = explain_pack(&config, &arch, &worker, &job(0..5), &signals, 64).unwrap();
-    let parts = [explain_pack(&config, &arch, &worker, &job(0..2), &signals, 7).unwrap(), explain_pack(&config, &arch, &worker, &job(2..5), &signals, 7).unwrap()];
+    let whole = explain_pack(&config, &arch, &worker, &job(0..5), &signals, 64).unwrap().0;
+    let parts = [explain_pack(&config, &arch, &worker, &job(0..2), &signals, 7).unwrap().0, explain_pack(&config, &arch, &worker, &job(2..5), &signals, 7).unwrap().0];
     let per: usize = 3 * (arch.dims * arch.length) as usize;
     let members = &whole.methods[0].1.members;
     let mean: Vec<f32> = (0..per).map(|j| (0..5).map(|m| members[m * per + j]).sum::<f32>() / 5.0).collect();
@@ -198,7 +198,7 @@ fn a_pack_has_the_methods_and_arrays_of_its_layout() {
     let job: Vec<(usize, usize, Tensor)> = (0..2).map(|m| (m, m, weights[m].shallow_clone())).collect();
     for methods in [&["grad", "smoothgrad", "saliency", "gxi", "ig"][..], &["gxi"], &["ig", "saliency"]] {
         config.explain.methods = methods.iter().map(|m| m.to_string()).collect();
-        let result = explain_pack(&config, &arch, &worker, &job, &signals, 64).unwrap();
+        let result = explain_pack(&config, &arch, &worker, &job, &signals, 64).unwrap().0;
         let got: Vec<(&str, resume::Extras)> = result
             .methods
             .iter()

@@ -57,6 +57,17 @@ pub fn cuda_free_bytes(index: usize) -> Option<u64> {
     }
 }
 
+/// The most memory this process has held resident so far (getrusage's peak), in bytes.
+pub fn peak_resident_bytes() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    usage.ru_maxrss.max(0) as u64 * 1024 // Linux counts kilobytes
+}
+
 /// The path of the loaded shared object whose file name starts with `prefix`: libtorch's
 /// wheels load `libcudart.so.13`, its zips a hashed `libcudart-<hash>.so.12`, so the name
 /// cannot be guessed.
@@ -95,6 +106,12 @@ mod tests {
         let found = loaded_library(b"libtorch_cpu").expect("libtorch_cpu is loaded");
         assert!(found.to_bytes().ends_with(b"libtorch_cpu.so"), "{found:?}");
         assert_eq!(loaded_library(b"libnothing-of-the-kind"), None);
+    }
+
+    #[test]
+    fn the_peak_resident_size_covers_what_was_touched() {
+        let block = vec![1u8; 64 << 20];
+        assert!(peak_resident_bytes() >= block.iter().map(|&b| b as u64).sum::<u64>());
     }
 
     #[test]

@@ -73,6 +73,6 @@ fn saliency(config: &Config, arch: &Architecture, worker: &Worker, weights: &[Te
     config.explain.methods = vec!["saliency".into()];
     let job: Vec<(usize, usize, Tensor)> = weights.iter().enumerate().map(|(i, w)| (i, i, w.shallow_clone())).collect();
     let max_batch = crate::farm::default_max_batch(worker.device, arch.activations());
-    let mut result = crate::explain::explain_pack(&config, arch, worker, &job, truth, max_batch)?;
+    let (mut result, _) = crate::explain::explain_pack(&config, arch, worker, &job, truth, max_batch)?;
     Ok(result.methods.remove(0).1.members)
 }

@@ -88,5 +88,7 @@ for line in open(os.path.join(out, "torch-explain.jsonl")):
 if "explain" in by:
     for meth in by["explain"]["methods"]:
         print(f"agra explain {meth['method']}: {meth['evaluations_per_second']:.0f} gradient evaluations/s, {meth['seconds']:.2f} s, not converged {meth.get('not_converged')}")
+    mem = by["explain"].get("memory", {})
+    print(f"agra explain memory: {mem.get('peak_rows')} rows a pass at most, host peak {mem.get('peak_host_bytes', 0) / 2**20:.0f} MiB, device {({k: round(v / 2**20) for k, v in mem.get('peak_device_bytes', {}).items()})} MiB")
 PYEOF
 rm -rf "$W"

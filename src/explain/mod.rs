@@ -225,8 +225,10 @@ pub struct Memory {
     pub peak_rows: usize,
     /// The process's peak resident size (under `agra run`, training's included).
     pub peak_host_bytes: u64,
-    /// Per CUDA worker: the most device memory taken beyond what was free when explain began
-    /// (libtorch's allocator keeps what a pack took, so asking after each pack sees its peak).
+    /// Per CUDA device: how far its free memory fell below what was free when explain began.
+    /// libtorch's allocator keeps what a pack took, so asking after each pack sees the pack's
+    /// peak; blocks a training run in the same process left cached are reused and not counted,
+    /// and other processes on the device count.
     pub peak_device_bytes: std::collections::BTreeMap<String, u64>,
 }
 
@@ -303,7 +305,11 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
             .iter()
             .zip(free_before.iter().zip(least_free))
             .filter_map(|(w, (before, least))| before.map(|b| (w.name(), b.saturating_sub(least.into_inner().min(b)))))
-            .collect(),
+            .fold(std::collections::BTreeMap::new(), |mut held, (device, bytes)| {
+                let most: &mut u64 = held.entry(device).or_default();
+                *most = (*most).max(bytes);
+                held
+            }),
     };
     let summary = Summary { members: ids, signals: signals.len(), split, methods, memory, seconds: started.elapsed().as_secs_f64() };
     run.stage_finished(Stage::Explain, summary.seconds)?;

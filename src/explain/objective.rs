@@ -16,7 +16,8 @@ pub struct Objective<'a> {
     max_rows: usize,
     /// The hand-written CPU kernels, where they compute the network instead of libtorch.
     native: Option<RefCell<Native>>,
-    /// Most rows one forward/backward has taken so far, for the explain summary.
+    /// Most rows one forward/backward has taken so far, for the explain summary: `max_rows`,
+    /// or the pack's size where that is more (a piece holds a signal for every member).
     peak_rows: Cell<usize>,
 }
 

@@ -23,33 +23,32 @@ pub fn cuda_pack_cap(devices: &Devices, member_bytes: u64) -> usize {
 }
 
 /// Free bytes on CUDA device `index`, or None where no CUDA runtime is loaded or it fails.
-/// The calling thread's current device is left as it was.
+/// Asked on a thread of its own: selecting the device is per thread, and restoring the caller's
+/// would create a context on device 0 where the caller had none yet (half a GiB on an H100).
 pub fn cuda_free_bytes(index: usize) -> Option<u64> {
-    type GetDevice = unsafe extern "C" fn(*mut i32) -> i32;
+    let path = loaded_library(b"libcudart")?;
+    std::thread::spawn(move || ask_free_bytes(&path, index)).join().ok().flatten()
+}
+
+fn ask_free_bytes(path: &std::ffi::CStr, index: usize) -> Option<u64> {
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    let path = loaded_library(b"libcudart")?;
     // SAFETY: RTLD_NOLOAD only takes a further reference to a library libtorch_cuda already
-    // loaded (given back by dlclose); the three symbols have these C signatures in every CUDA
+    // loaded (given back by dlclose); the two symbols have these C signatures in every CUDA
     // runtime since 4.0, and the calls only select this thread's device and read two counters.
     unsafe {
         let handle = libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
         if handle.is_null() {
             return None;
         }
-        let symbol = |name: &std::ffi::CStr| libc::dlsym(handle, name.as_ptr());
-        let (get, set, info) = (symbol(c"cudaGetDevice"), symbol(c"cudaSetDevice"), symbol(c"cudaMemGetInfo"));
+        let (set, info) = (libc::dlsym(handle, c"cudaSetDevice".as_ptr()), libc::dlsym(handle, c"cudaMemGetInfo".as_ptr()));
         let mut answer = None;
-        if !get.is_null() && !set.is_null() && !info.is_null() {
-            let get = std::mem::transmute::<*mut libc::c_void, GetDevice>(get);
+        if !set.is_null() && !info.is_null() {
             let set = std::mem::transmute::<*mut libc::c_void, SetDevice>(set);
             let info = std::mem::transmute::<*mut libc::c_void, MemGetInfo>(info);
-            let (mut current, mut free, mut total) = (0i32, 0usize, 0usize);
-            if get(&mut current) == 0 && set(index as i32) == 0 {
-                if info(&mut free, &mut total) == 0 {
-                    answer = Some(free as u64);
-                }
-                set(current);
+            let (mut free, mut total) = (0usize, 0usize);
+            if set(index as i32) == 0 && info(&mut free, &mut total) == 0 {
+                answer = Some(free as u64);
             }
         }
         libc::dlclose(handle);

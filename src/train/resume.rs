@@ -42,7 +42,8 @@ pub fn saved(ctx: &TrainContext, m: usize) -> Result<(Saved, Vec<String>)> {
     let (all, mut warnings) = checkpoint::load_all(&dir, &ctx.arch, &ctx.config_hash, m)?;
     let attempt = recorded_attempt(&dir).unwrap_or_else(|message| {
         let newest = all.iter().map(|(_, c)| c.header.attempt).max().unwrap_or(0);
-        warnings.push(format!("{message}; going on with attempt {newest}, its checkpoints' newest"));
+        let repeat = if newest == 0 { " (without a checkpoint: the attempts before repeat)" } else { "" };
+        warnings.push(format!("{message}; going on with attempt {newest}, its checkpoints' newest{repeat}"));
         newest
     });
     let warnings = warnings.into_iter().map(|w| format!("member {m}: {w}")).collect();

@@ -86,7 +86,7 @@ pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBu
     super::write_atomic(&path, &data)?;
     // Only older files are pruned: a file of a later epoch (a damaged one, or one copied in)
     // would otherwise outrank every new checkpoint and have each deleted as it was written.
-    for old in list(dir)?.into_iter().filter(|p| *p < path).skip(KEEP - 1) {
+    for old in list(dir)?.into_iter().filter(|p| epoch_of(p) < Some(ckpt.header.epoch)).skip(KEEP - 1) {
         std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     Ok(path)
@@ -152,22 +152,22 @@ pub fn remove_all(dir: &Path) -> Result<()> {
     list(dir)?.iter().try_for_each(|path| super::remove_if_present(path))
 }
 
-/// Checkpoint files of a member, newest first.
+/// Checkpoint files of a member, newest first (by epoch: past 99999 the names grow a digit and
+/// no longer sort as text).
 fn list(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.starts_with("epoch-") && name.ends_with(".safetensors") && !name.contains(".tmp.")
-            })
-            .collect(),
+    let mut found: Vec<(usize, PathBuf)> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).filter_map(|p| Some((epoch_of(&p)?, p))).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
     };
-    paths.sort();
-    paths.reverse();
-    Ok(paths)
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The epoch a checkpoint file's name gives (`path_for`'s names; not temp files).
+fn epoch_of(path: &Path) -> Option<usize> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_prefix("epoch-")?.strip_suffix(".safetensors")?.parse().ok()
 }
 
 pub fn load(path: &Path, arch: &Architecture, config_hash: &str) -> Result<Checkpoint> {

@@ -47,6 +47,17 @@ fn a_later_file_does_not_prune_new_checkpoints() {
     assert_eq!(list(dir.path()).unwrap().len(), 2 + KEEP);
 }
 
+#[test]
+fn epochs_past_five_digits_are_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = arch();
+    for epoch in [99_998, 99_999, 100_000, 100_001] {
+        save(dir.path(), &a, &ckpt(&a, epoch)).unwrap();
+    }
+    assert_eq!(load_latest(dir.path(), &a, "abc", 3).unwrap().0.unwrap().header.epoch, 100_001);
+    assert_eq!(list(dir.path()).unwrap(), [path_for(dir.path(), 100_001), path_for(dir.path(), 100_000)]);
+}
+
 /// Saved in eight directories (eight metadata HashMaps, each with its own key order), one
 /// checkpoint gives eight identical files.
 #[test]

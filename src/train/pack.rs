@@ -86,8 +86,10 @@ pub fn train_pack(
     let p = members.len() as i64;
     let (n, bs) = (ctx.train.len(), cfg.batch_size);
     let start_epoch = members[0].epoch();
-    let seeds: Vec<u64> = members.iter().map(|m| m.seed).collect();
+    // One plan and one Adam step count serve the whole pack (`resume::packs` makes them so).
     let ids: Vec<usize> = members.iter().map(|m| m.member).collect();
+    anyhow::ensure!(members.iter().all(|m| m.epoch() == start_epoch && m.step() == members[0].step()), "members {ids:?} packed at different epochs");
+    let seeds: Vec<u64> = members.iter().map(|m| m.seed).collect();
 
     let vectors = |pick: fn(&MemberStart, &TrainContext) -> Tensor| -> Vec<Tensor> {
         members.iter().map(|m| pick(m, ctx)).collect()

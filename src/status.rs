@@ -132,7 +132,7 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
             "index": m,
             "state": state,
             "epoch": ckpt.as_ref().map_or(0, |c| c.header.epoch),
-            "attempt": ckpt.as_ref().map_or(0, |c| c.header.attempt),
+            "attempt": ckpt.as_ref().map_or_else(|| crate::train::member_attempt(run, m), |c| c.header.attempt),
             "weights_hash": ckpt.as_ref().map(|c| c.weights_hash()),
             "test_mse": ckpt.as_ref().and_then(|c| c.header.history.last().map(|l| l.test_mse)),
             "running": held(run, &format!("member-{m:04}")),

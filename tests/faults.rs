@@ -220,6 +220,8 @@ fn resume_a_retry_without_touching_the_finished(run_dir: &std::path::Path) {
     for (path, _) in files(1).into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "safetensors")) {
         std::fs::remove_file(path).unwrap();
     }
+    let member = &status_json(run_dir)["members"][1];
+    assert_eq!((&member["state"], &member["attempt"]), (&"in_progress".into(), &1.into()), "a retry begun: {member}");
     let out = agra().arg("--run-dir").arg(run_dir).args(tiny()).args(LONG).env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);

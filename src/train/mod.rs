@@ -246,9 +246,15 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
     let state = match &ckpt {
         Some(c) if c.header.epoch >= run.config.train.epochs => "finished",
         Some(_) => "in_progress",
+        None if attempt > 0 => "in_progress", // a retry begun, before its first checkpoint
         None => "missing",
     };
     Ok((state.into(), ckpt))
+}
+
+/// The attempt member `member` is on: its retry's (`retry.json`), 0 before any.
+pub fn member_attempt(run: &RunDir, member: usize) -> usize {
+    resume::recorded_attempt(&run.member_dir(member)).unwrap_or(0)
 }
 
 fn all_finished(ctx: &TrainContext) -> Result<bool> {

@@ -19,7 +19,8 @@ const RETRY: &str = "retry.json";
 pub enum Saved {
     /// Given up on `attempt`.
     Failed { attempt: usize },
-    Finished(Checkpoint),
+    /// Its checkpoints, newest (the last epoch's) first.
+    Finished(Vec<Checkpoint>),
     /// On `attempt`, with that attempt's checkpoints, newest first.
     Going { attempt: usize, ckpts: Vec<Checkpoint> },
 }
@@ -29,7 +30,7 @@ impl Saved {
     fn attempt(&self) -> usize {
         match self {
             Saved::Failed { attempt } | Saved::Going { attempt, .. } => *attempt,
-            Saved::Finished(c) => c.header.attempt,
+            Saved::Finished(ckpts) => ckpts[0].header.attempt,
         }
     }
 }
@@ -59,7 +60,7 @@ pub fn saved(ctx: &TrainContext, m: usize) -> Result<(Saved, Vec<String>)> {
         }
     }
     let state = match ckpts.first() {
-        Some(c) if c.header.epoch >= ctx.config.train.epochs => Saved::Finished(ckpts.swap_remove(0)),
+        Some(c) if c.header.epoch >= ctx.config.train.epochs => Saved::Finished(ckpts),
         _ => Saved::Going { attempt, ckpts },
     };
     Ok((state, warnings))
@@ -108,14 +109,20 @@ pub struct Plan {
 /// Attempt a's packs are fixed chunks of the members that reached it (all of `owned` for the
 /// first attempts, the members retried for the others, as each retry round packed them),
 /// whatever finished or failed since. `saved[i]` is `owned[i]`'s state.
+///
+/// A finished member that still has a checkpoint at the epoch its chunk resumes from (a kill
+/// during the last checkpoint writes finished part of a pack) trains that stretch again with
+/// it: the redo rewrites its last checkpoint bit for bit and keeps the pack its size, on which
+/// libtorch's rounding depends.
 pub fn plan(config: &Config, size: usize, owned: &[usize], saved: Vec<Saved>) -> Plan {
     let reached: Vec<(usize, usize)> = owned.iter().zip(&saved).map(|(&m, s)| (m, s.attempt())).collect();
     let mut plan = Plan::default();
     let mut going: Vec<(usize, usize, Vec<Checkpoint>)> = Vec::new();
-    for (&m, state) in owned.iter().zip(saved) {
+    let mut finished: Vec<(usize, usize, Vec<Checkpoint>)> = Vec::new();
+    for ((m, attempt), state) in reached.iter().copied().zip(saved) {
         match state {
             Saved::Failed { .. } => plan.failed.push(m),
-            Saved::Finished(c) => plan.finished.push(c),
+            Saved::Finished(ckpts) => finished.push((m, attempt, ckpts)),
             Saved::Going { attempt, ckpts } => going.push((m, attempt, ckpts)),
         }
     }
@@ -124,9 +131,21 @@ pub fn plan(config: &Config, size: usize, owned: &[usize], saved: Vec<Saved>) ->
         let members: Vec<usize> = reached.iter().filter(|r| r.1 >= attempt).map(|r| r.0).collect();
         for chunk in members.chunks(size) {
             let on = going.iter().filter(|g| g.1 == attempt && chunk.contains(&g.0)).cloned().collect();
-            plan.packs.extend(packs(config, on));
+            for mut pack in packs(config, on) {
+                let epoch = pack[0].epoch();
+                let redo = |f: &(usize, usize, Vec<Checkpoint>)| f.1 == attempt && chunk.contains(&f.0) && epoch > 0 && f.2.iter().any(|c| c.header.epoch == epoch);
+                let (again, rest): (Vec<_>, Vec<_>) = finished.into_iter().partition(redo);
+                finished = rest;
+                pack.extend(again.into_iter().map(|(m, _, ckpts)| {
+                    let c = ckpts.into_iter().find(|c| c.header.epoch == epoch).expect("a checkpoint at the epoch");
+                    MemberStart { member: m, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) }
+                }));
+                pack.sort_by_key(|s| s.member);
+                plan.packs.push(pack);
+            }
         }
     }
+    plan.finished = finished.into_iter().map(|(_, _, mut ckpts)| ckpts.swap_remove(0)).collect();
     plan
 }
 
@@ -188,7 +207,7 @@ mod tests {
     /// and the retry goes on from its own checkpoint, on its own attempt.
     #[test]
     fn a_retried_member_resumes_alone_and_its_chunk_stays_finished() {
-        let saved = vec![Saved::Finished(ckpt(0, 0, 8)), going(1, &[2]), Saved::Finished(ckpt(2, 0, 8))];
+        let saved = vec![Saved::Finished(vec![ckpt(0, 0, 8)]), going(1, &[2]), Saved::Finished(vec![ckpt(2, 0, 8)])];
         let plan = plan(&config(), 3, &[0, 1, 2], saved);
         assert_eq!(plan.finished.len(), 2);
         assert_eq!(shape(&plan), vec![vec![(1, 1, 2)]]);
@@ -206,7 +225,7 @@ mod tests {
 
     #[test]
     fn retries_pack_across_the_first_attempts_chunks() {
-        let finished = |m, attempt| Saved::Finished(ckpt(m, attempt, 8));
+        let finished = |m, attempt| Saved::Finished(vec![ckpt(m, attempt, 8)]);
         let saved = vec![finished(0, 0), going(1, &[4]), finished(2, 0), going(1, &[4]), finished(4, 0), finished(5, 1)];
         let plan = plan(&config(), 2, &[0, 1, 2, 3, 4, 5], saved);
         assert_eq!(shape(&plan), vec![vec![(1, 1, 4), (3, 1, 4)]]);
@@ -227,6 +246,21 @@ mod tests {
         assert_eq!(shape(&plan), vec![vec![(0, 0, 12), (2, 0, 12)], vec![(1, 0, 8)]]);
         let plan = plan_of(vec![going(0, &[6, 8]), going(0, &[8, 10]), going(0, &[2, 4]), going(0, &[])]);
         assert_eq!(shape(&plan), vec![vec![(0, 0, 8), (1, 0, 8)], vec![(2, 0, 4)], vec![(3, 0, 0)]]);
+    }
+
+    /// A kill during the last checkpoint writes: member 0 wrote epoch 8, member 1 did not.
+    /// Member 0 redoes epochs 7-8 with member 1, so their pack keeps its size; member 2, in
+    /// another chunk, and a finished member without a checkpoint at 6 stay finished.
+    #[test]
+    fn a_pack_cut_short_in_its_last_writes_trains_whole_again() {
+        let finished = |m, epochs: &[usize]| Saved::Finished(epochs.iter().rev().map(|&e| ckpt(m, 0, e)).collect());
+        let saved = vec![finished(0, &[6, 8]), going(0, &[4, 6]), finished(2, &[6, 8]), finished(3, &[7, 8])];
+        let plan = plan(&config(), 2, &[0, 1, 2, 3], saved);
+        assert_eq!(shape(&plan), vec![vec![(0, 0, 6), (1, 0, 6)]]);
+        let mut done: Vec<usize> = plan.finished.iter().map(|c| c.header.member).collect();
+        done.sort_unstable();
+        assert_eq!(done, [2, 3]);
+        assert!(plan.finished.iter().all(|c| c.header.epoch == 8));
     }
 
     fn plan_of(saved: Vec<Saved>) -> Plan {

@@ -266,17 +266,15 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     let keep = results.len() + jobs.len() > 1;
     let warned = AtomicBool::new(false);
     let bar = ui.bar("explain", jobs.len() as u64);
-    let cuda_free = |w: &Worker| if let Device::Cuda(i) = w.device { farm::cuda_free_bytes(i) } else { None };
-    let free_before: Vec<Option<u64>> = devices.workers.iter().map(cuda_free).collect();
+    let free_before: Vec<Option<u64>> = devices.workers.iter().map(farm::worker_free_bytes).collect();
     let least_free: Vec<AtomicU64> = devices.workers.iter().map(|_| AtomicU64::new(u64::MAX)).collect();
     let peak_rows = AtomicUsize::new(0);
     let computed = farm::run_queue(&devices.workers, jobs, |worker, (c, key, job)| {
         let max_batch = args.max_batch.unwrap_or_else(|| farm::default_max_batch(worker.device, arch.activations()));
         let (result, rows) = explain_pack(config, &arch, worker, &job, &signals, max_batch)?;
         peak_rows.fetch_max(rows, Ordering::Relaxed);
-        let slot = devices.workers.iter().position(|w| std::ptr::eq(w, worker)).unwrap_or(0);
-        if let Some(free) = cuda_free(worker) {
-            least_free[slot].fetch_min(free, Ordering::Relaxed);
+        if let Some(free) = farm::worker_free_bytes(worker) {
+            least_free[devices.slot(worker)].fetch_min(free, Ordering::Relaxed);
         }
         // Keeping a pack only saves time later: a pack that cannot be kept is still a result.
         if let Err(e) = keep.then(|| resume::save(run, c, &key, &result)).transpose() {

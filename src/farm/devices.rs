@@ -62,6 +62,11 @@ impl Devices {
     pub fn has_cuda(&self) -> bool {
         self.workers.iter().any(|w| w.device.is_cuda())
     }
+
+    /// The position of `worker` (one `run_queue` handed out) among the workers.
+    pub fn slot(&self, worker: &Worker) -> usize {
+        self.workers.iter().position(|w| std::ptr::eq(w, worker)).unwrap_or(0)
+    }
 }
 
 fn parse_one(item: &str, cuda_count: usize) -> Result<Device> {

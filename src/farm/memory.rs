@@ -13,13 +13,18 @@ pub fn cuda_pack_cap(devices: &Devices, member_bytes: u64) -> usize {
     devices
         .workers
         .iter()
-        .filter_map(|w| match w.device {
-            tch::Device::Cuda(index) => cuda_free_bytes(index),
-            _ => None,
-        })
+        .filter_map(worker_free_bytes)
         .map(|free| (free / 2 / member_bytes.max(1)) as usize)
         .fold(MAX_CUDA_PACK, usize::min)
         .max(1)
+}
+
+/// Free bytes on a CUDA worker's device (None on a CPU worker).
+pub fn worker_free_bytes(worker: &super::Worker) -> Option<u64> {
+    match worker.device {
+        tch::Device::Cuda(index) => cuda_free_bytes(index),
+        _ => None,
+    }
 }
 
 /// Free bytes on CUDA device `index`, or None where no CUDA runtime is loaded or it fails.

@@ -179,7 +179,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     let mut interrupted = false;
     while !plan_now.packs.is_empty() && !interrupted {
         let results = farm::run_queue(&devices.workers, std::mem::take(&mut plan_now.packs), |worker, pack| {
-            let slot = devices.workers.iter().position(|w| std::ptr::eq(w, worker)).unwrap_or(0);
+            let slot = devices.slot(worker);
             let bar = &device_bars[slot];
             bar.set_position(pack[0].epoch() as u64);
             let on_epoch = |ids: &[usize], epoch: usize, loss: f64| {

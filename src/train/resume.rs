@@ -106,6 +106,28 @@ pub struct Plan {
     pub packs: Vec<Vec<MemberStart>>,
 }
 
+/// A member a plan places: on `attempt`, with its checkpoints, newest first.
+#[derive(Clone)]
+struct Placed {
+    member: usize,
+    attempt: usize,
+    ckpts: Vec<Checkpoint>,
+}
+
+impl Placed {
+    /// Whether it can start at `epoch`: from its checkpoint there, or fresh at 0.
+    fn has(&self, epoch: usize) -> bool {
+        self.ckpts.iter().any(|c| c.header.epoch == epoch) || (epoch == 0 && self.ckpts.is_empty())
+    }
+
+    fn start_at(self, config: &Config, epoch: usize) -> MemberStart {
+        match self.ckpts.into_iter().find(|c| c.header.epoch == epoch) {
+            Some(c) => MemberStart { member: self.member, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) },
+            None => MemberStart::fresh(config, self.member, self.attempt),
+        }
+    }
+}
+
 /// Attempt a's packs are fixed chunks of the members that reached it (all of `owned` for the
 /// first attempts, the members retried for the others, as each retry round packed them),
 /// whatever finished or failed since. `saved[i]` is `owned[i]`'s state.
@@ -117,56 +139,47 @@ pub struct Plan {
 pub fn plan(config: &Config, size: usize, owned: &[usize], saved: Vec<Saved>) -> Plan {
     let reached: Vec<(usize, usize)> = owned.iter().zip(&saved).map(|(&m, s)| (m, s.attempt())).collect();
     let mut plan = Plan::default();
-    let mut going: Vec<(usize, usize, Vec<Checkpoint>)> = Vec::new();
-    let mut finished: Vec<(usize, usize, Vec<Checkpoint>)> = Vec::new();
-    for ((m, attempt), state) in reached.iter().copied().zip(saved) {
+    let (mut going, mut finished) = (Vec::new(), Vec::new());
+    for ((member, attempt), state) in reached.iter().copied().zip(saved) {
         match state {
-            Saved::Failed { .. } => plan.failed.push(m),
-            Saved::Finished(ckpts) => finished.push((m, attempt, ckpts)),
-            Saved::Going { attempt, ckpts } => going.push((m, attempt, ckpts)),
+            Saved::Failed { .. } => plan.failed.push(member),
+            Saved::Finished(ckpts) => finished.push(Placed { member, attempt, ckpts }),
+            Saved::Going { attempt, ckpts } => going.push(Placed { member, attempt, ckpts }),
         }
     }
     let last = reached.iter().map(|r| r.1).max().unwrap_or(0);
     for attempt in 0..=last {
         let members: Vec<usize> = reached.iter().filter(|r| r.1 >= attempt).map(|r| r.0).collect();
         for chunk in members.chunks(size) {
-            let on = going.iter().filter(|g| g.1 == attempt && chunk.contains(&g.0)).cloned().collect();
-            for mut pack in packs(config, on) {
-                let epoch = pack[0].epoch();
-                let redo = |f: &(usize, usize, Vec<Checkpoint>)| f.1 == attempt && chunk.contains(&f.0) && epoch > 0 && f.2.iter().any(|c| c.header.epoch == epoch);
+            let on = going.iter().filter(|g| g.attempt == attempt && chunk.contains(&g.member)).cloned().collect();
+            for (epoch, mut pack) in packs(on) {
+                let redo = |f: &Placed| f.attempt == attempt && chunk.contains(&f.member) && epoch > 0 && f.has(epoch);
                 let (again, rest): (Vec<_>, Vec<_>) = finished.into_iter().partition(redo);
                 finished = rest;
-                pack.extend(again.into_iter().map(|(m, _, ckpts)| {
-                    let c = ckpts.into_iter().find(|c| c.header.epoch == epoch).expect("a checkpoint at the epoch");
-                    MemberStart { member: m, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) }
-                }));
-                pack.sort_by_key(|s| s.member);
-                plan.packs.push(pack);
+                pack.extend(again);
+                pack.sort_by_key(|p| p.member);
+                plan.packs.push(pack.into_iter().map(|p| p.start_at(config, epoch)).collect());
             }
         }
     }
-    plan.finished = finished.into_iter().map(|(_, _, mut ckpts)| ckpts.swap_remove(0)).collect();
+    plan.finished = finished.into_iter().map(|mut f| f.ckpts.swap_remove(0)).collect();
     plan
 }
 
-/// One chunk's members (all on one attempt) as packs, each pack at one epoch: the epoch most of
-/// them have a checkpoint at (the newest of those), for those members, then the same for the
-/// rest. A kill during a pack's checkpoint writes can leave members one checkpoint apart: the
-/// chunk stays whole at the older, and the newer ones redo that stretch exactly. A member that
-/// diverged before a stop, before its retry began, kept older checkpoints than the rest: it
-/// goes on from its own, and the rest from theirs. A member without checkpoints starts fresh.
-fn packs(config: &Config, mut members: Vec<(usize, usize, Vec<Checkpoint>)>) -> Vec<Vec<MemberStart>> {
-    let has = |g: &(usize, usize, Vec<Checkpoint>), epoch: usize| g.2.iter().any(|c| c.header.epoch == epoch) || (epoch == 0 && g.2.is_empty());
+/// One chunk's members (all on one attempt) as packs, each with the epoch it starts at: the
+/// epoch most of them have a checkpoint at (the newest of those), for those members, then the
+/// same for the rest. A kill during a pack's checkpoint writes can leave members one checkpoint
+/// apart: the chunk stays whole at the older, and the newer ones redo that stretch exactly. A
+/// member that diverged before a stop, before its retry began, kept older checkpoints than the
+/// rest: it goes on from its own, and the rest from theirs. A member without checkpoints starts
+/// fresh.
+fn packs(mut members: Vec<Placed>) -> Vec<(usize, Vec<Placed>)> {
     let mut packs = Vec::new();
     while !members.is_empty() {
-        let candidates = members.iter().flat_map(|g| g.2.iter().map(|c| c.header.epoch).chain(g.2.is_empty().then_some(0)));
-        let epoch = candidates.max_by_key(|&e| (members.iter().filter(|g| has(g, e)).count(), e)).expect("a member");
-        let (now, later): (Vec<_>, Vec<_>) = members.into_iter().partition(|g| has(g, epoch));
-        let start = |(m, attempt, ckpts): (usize, usize, Vec<Checkpoint>)| match ckpts.into_iter().find(|c| c.header.epoch == epoch) {
-            Some(c) => MemberStart { member: m, seed: c.header.seed, attempt: c.header.attempt, ckpt: Some(c) },
-            None => MemberStart::fresh(config, m, attempt),
-        };
-        packs.push(now.into_iter().map(start).collect());
+        let candidates = members.iter().flat_map(|g| g.ckpts.iter().map(|c| c.header.epoch).chain(g.ckpts.is_empty().then_some(0)));
+        let epoch = candidates.max_by_key(|&e| (members.iter().filter(|g| g.has(e)).count(), e)).expect("a member");
+        let (now, later): (Vec<_>, Vec<_>) = members.into_iter().partition(|g| g.has(epoch));
+        packs.push((epoch, now));
         members = later;
     }
     packs

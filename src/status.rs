@@ -127,12 +127,12 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
     let arch = Architecture::new(&c.model, c.data.dims, c.data.length);
     let mut members = Vec::new();
     for m in 0..c.train.members {
-        let (state, ckpt) = crate::train::member_state(run, &arch, m)?;
+        let crate::train::MemberStanding { state, checkpoint: ckpt, attempt } = crate::train::member_state(run, &arch, m)?;
         members.push(json!({
             "index": m,
             "state": state,
             "epoch": ckpt.as_ref().map_or(0, |c| c.header.epoch),
-            "attempt": ckpt.as_ref().map_or_else(|| crate::train::member_attempt(run, m), |c| c.header.attempt),
+            "attempt": attempt,
             "weights_hash": ckpt.as_ref().map(|c| c.weights_hash()),
             "test_mse": ckpt.as_ref().and_then(|c| c.header.history.last().map(|l| l.test_mse)),
             "running": held(run, &format!("member-{m:04}")),

@@ -372,8 +372,8 @@ fn finished_members(run: &RunDir, arch: &Architecture, allow_partial: bool, ui: 
     let mut absent = Vec::new();
     for m in 0..run.config.train.members {
         match crate::train::member_state(run, arch, m)? {
-            (state, Some(c)) if state == "finished" => finished.push((m, c.weights)),
-            (state, _) => absent.push(format!("{m} ({state})")),
+            crate::train::MemberStanding { state: "finished", checkpoint: Some(c), .. } => finished.push((m, c.weights)),
+            s => absent.push(format!("{m} ({})", s.state)),
         }
     }
     if !absent.is_empty() {

@@ -185,10 +185,8 @@ fn sanity_check(run: &RunDir, devices: &Devices, truth: &Split, ui: &Progress) -
         if trained.len() == wanted {
             break;
         }
-        if let (state, Some(c)) = crate::train::member_state(run, &arch, m)? {
-            if state == "finished" {
-                trained.push(c.weights);
-            }
+        if let crate::train::MemberStanding { state: "finished", checkpoint: Some(c), .. } = crate::train::member_state(run, &arch, m)? {
+            trained.push(c.weights);
         }
     }
     ui.note(&format!("evaluate: model-randomisation check with {} members", trained.len()));

@@ -154,7 +154,7 @@ fn member_histories(run: &RunDir) -> Result<Vec<Vec<EpochLog>>> {
     let arch = crate::model::Architecture::new(&run.config.model, run.config.data.dims, run.config.data.length);
     let mut histories = Vec::new();
     for m in 0..run.config.train.members {
-        if let (_, Some(c)) = crate::train::member_state(run, &arch, m)? {
+        if let Some(c) = crate::train::member_state(run, &arch, m)?.checkpoint {
             histories.push(c.header.history);
         }
     }

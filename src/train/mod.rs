@@ -234,32 +234,36 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     Ok(summary)
 }
 
-/// Whether a member has finished, failed, is in progress or missing, for `status`.
-pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<(String, Option<Checkpoint>)> {
+/// Where a member stands, for `status` and the stages that read the finished ones.
+pub struct MemberStanding {
+    /// "finished", "in_progress", "failed" or "missing".
+    pub state: &'static str,
+    pub checkpoint: Option<Checkpoint>,
+    /// The attempt it is on: its checkpoint's, else its begun retry's (`retry.json`), else 0.
+    pub attempt: usize,
+}
+
+pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<MemberStanding> {
     let dir = run.member_dir(member);
+    let retry = resume::recorded_attempt(&dir).unwrap_or(0);
     if dir.join(resume::FAILED).exists() {
-        return Ok(("failed".into(), None));
+        return Ok(MemberStanding { state: "failed", checkpoint: None, attempt: retry });
     }
-    let attempt = resume::recorded_attempt(&dir).unwrap_or(0);
     let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash(), member)?;
-    let ckpt = ckpt.filter(|c| c.header.attempt >= attempt);
+    let ckpt = ckpt.filter(|c| c.header.attempt >= retry);
     let state = match &ckpt {
         Some(c) if c.header.epoch >= run.config.train.epochs => "finished",
         Some(_) => "in_progress",
-        None if attempt > 0 => "in_progress", // a retry begun, before its first checkpoint
+        None if retry > 0 => "in_progress", // a retry begun, before its first checkpoint
         None => "missing",
     };
-    Ok((state.into(), ckpt))
-}
-
-/// The attempt member `member` is on: its retry's (`retry.json`), 0 before any.
-pub fn member_attempt(run: &RunDir, member: usize) -> usize {
-    resume::recorded_attempt(&run.member_dir(member)).unwrap_or(0)
+    let attempt = ckpt.as_ref().map_or(retry, |c| c.header.attempt);
+    Ok(MemberStanding { state, checkpoint: ckpt, attempt })
 }
 
 fn all_finished(ctx: &TrainContext) -> Result<bool> {
     for m in 0..ctx.config.train.members {
-        if member_state(&ctx.run, &ctx.arch, m)?.0 != "finished" {
+        if member_state(&ctx.run, &ctx.arch, m)?.state != "finished" {
             return Ok(false);
         }
     }

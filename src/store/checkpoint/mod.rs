@@ -87,7 +87,7 @@ pub fn save(dir: &Path, arch: &Architecture, ckpt: &Checkpoint) -> Result<PathBu
     // Only older files are pruned: a file of a later epoch (a damaged one, or one copied in)
     // would otherwise outrank every new checkpoint and have each deleted as it was written.
     for old in list(dir)?.into_iter().filter(|p| epoch_of(p) < Some(ckpt.header.epoch)).skip(KEEP - 1) {
-        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+        super::remove_if_present(&old)?;
     }
     Ok(path)
 }

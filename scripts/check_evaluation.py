@@ -13,10 +13,13 @@ from safetensors.numpy import load_file
 from scipy.stats import pearsonr
 
 
-def pearson(a, b):
-    if np.all(a == a[0]) or np.all(b == b[0]):
+def pearson(truth, attr):
+    """None where the truth is constant (nothing to find); 0 for a constant attribution."""
+    if np.all(truth == truth[0]):
         return None
-    return float(pearsonr(a.astype(np.float64), b.astype(np.float64))[0])
+    if np.all(attr == attr[0]):
+        return 0.0
+    return float(pearsonr(truth.astype(np.float64), attr.astype(np.float64))[0])
 
 
 def mean(values):

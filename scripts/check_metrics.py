@@ -77,8 +77,10 @@ def average_precision(scores, labels):
 def relevance_mass(attr, mask):
     a = np.abs(attr)
     total = a.sum()
-    if mask.sum() == 0 or total == 0:
+    if mask.sum() == 0:
         return None
+    if total == 0:
+        return float(mask.mean())
     return float(a[mask].sum() / total)
 
 
@@ -86,9 +88,12 @@ def topk_intersection(attr, mask):
     k = int(mask.sum())
     if k == 0:
         return None
-    # stable sort on -|attr|: equal magnitudes keep index order
-    top = np.argsort(-np.abs(attr), kind="stable")[:k]
-    return float(mask[top].sum()) / k
+    # the ties at the k-th magnitude share the remaining places in expectation
+    a = np.abs(attr)
+    kth = np.sort(a)[::-1][k - 1]
+    above, tied = a > kth, a == kth
+    hits = mask[above].sum() + (k - above.sum()) * mask[tied].sum() / tied.sum()
+    return float(hits) / k
 
 
 def main():

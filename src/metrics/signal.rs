@@ -4,8 +4,9 @@
 use super::stats;
 use crate::data::Split;
 
-/// The metrics, each None where it is undefined for this signal (no perturbation, a constant
-/// attribution) or not meaningful for the method (MSE of a non-reconstructing method).
+/// The metrics, each None where it is undefined for this signal (no perturbation) or not
+/// meaningful for the method (MSE of a non-reconstructing method). A constant attribution
+/// scores chance: correlation 0, AUROC 0.5, the mask's share for AUPRC, relevance mass and top-k.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Scores {
     pub mse: Option<f64>,
@@ -39,7 +40,7 @@ pub fn score(truth: &Split, i: usize, attr: &[f32], wanted: Wanted) -> Scores {
     let row = i * d * t..(i + 1) * d * t;
     let gt = &truth.attribution[row.clone()];
     let mut s = Scores {
-        pearson_unsigned: stats::pearson(&norms(gt, d, t), &norms(attr, d, t)),
+        pearson_unsigned: correlation(&norms(gt, d, t), &norms(attr, d, t)),
         ..Scores::default()
     };
     if wanted.reconstructs {
@@ -48,7 +49,7 @@ pub fn score(truth: &Split, i: usize, attr: &[f32], wanted: Wanted) -> Scores {
         s.mse = Some(se / (d * t) as f64);
         // Per dimension, then the mean over the dimensions where it is defined (a dimension
         // without a bump has a constant ground truth and no correlation).
-        let per_dim: Vec<f64> = (0..d).filter_map(|k| stats::pearson(&gt[k * t..(k + 1) * t], &attr[k * t..(k + 1) * t])).collect();
+        let per_dim: Vec<f64> = (0..d).filter_map(|k| correlation(&gt[k * t..(k + 1) * t], &attr[k * t..(k + 1) * t])).collect();
         s.pearson_signed = (!per_dim.is_empty()).then(|| per_dim.iter().sum::<f64>() / per_dim.len() as f64);
     }
     if wanted.localisation {
@@ -60,6 +61,15 @@ pub fn score(truth: &Split, i: usize, attr: &[f32], wanted: Wanted) -> Scores {
         s.topk = stats::topk_intersection(attr, &mask);
     }
     s
+}
+
+/// Pearson of an attribution with the truth. A constant attribution (a descent that had nothing
+/// to do: the signal already scored optimal) points nowhere and scores 0, as the localisation
+/// metrics score it at chance, so that every metric of a member covers the same signals; a
+/// constant truth (no bump in that dimension) leaves nothing to find: None.
+fn correlation(truth: &[f32], attr: &[f32]) -> Option<f64> {
+    let constant = |x: &[f32]| x.iter().all(|&v| v == x[0]);
+    stats::pearson(truth, attr).or_else(|| (!constant(truth) && constant(attr)).then_some(0.0))
 }
 
 /// Doing nothing: the MSE between the perturbed input and the ideal signal.
@@ -97,14 +107,15 @@ mod tests {
     }
 
     #[test]
-    fn zero_attribution_reconstructs_nothing_and_correlates_with_nothing() {
+    fn zero_attribution_reconstructs_nothing_and_scores_chance() {
         let gt = vec![0., 1., 0., 0., 0., 0., 0., 0.];
         let truth = one_signal(gt, 2, 4);
-        let s = score(&truth, 0, &[0.0; 8], Wanted { reconstructs: true, localisation: false });
+        let s = score(&truth, 0, &[0.0; 8], Wanted { reconstructs: true, localisation: true });
         assert!((s.mse.unwrap() - identity_mse(&truth, 0)).abs() < 1e-12);
         assert_eq!(s.mse, Some(1.0 / 8.0));
-        assert_eq!(s.pearson_unsigned, None);
-        assert_eq!(s.pearson_signed, None);
+        assert_eq!(s.pearson_unsigned, Some(0.0));
+        assert_eq!(s.pearson_signed, Some(0.0), "dimension 1 has no bump and no correlation to score");
+        assert_eq!((s.auroc, s.auprc, s.relevance_mass, s.topk), (Some(0.5), Some(1.0 / 8.0), Some(1.0 / 8.0), Some(1.0 / 8.0)));
     }
 
     #[test]

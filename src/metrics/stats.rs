@@ -150,8 +150,10 @@ pub fn auprc(scores: &[f32], labels: &[bool]) -> Option<f64> {
 /// attribution that falls inside the ground-truth mask,
 /// `sum_{i in mask} |a_i| / sum_i |a_i|`.
 ///
-/// `None` if lengths differ, the mask selects nothing, the total is 0
-/// (no attribution to distribute), or any value is NaN.
+/// An attribution of zeros puts its (no) mass nowhere in particular: it scores
+/// the mask's share of the positions, what a constant attribution scores.
+///
+/// `None` if lengths differ, the mask selects nothing, or any value is NaN.
 pub fn relevance_mass(attr: &[f32], mask: &[bool]) -> Option<f64> {
     if attr.len() != mask.len() || has_nan(attr) || !mask.iter().any(|&m| m) {
         return None;
@@ -164,13 +166,18 @@ pub fn relevance_mass(attr: &[f32], mask: &[bool]) -> Option<f64> {
             inside += a;
         }
     }
+    if total == 0.0 {
+        return Some(mask.iter().filter(|&&m| m).count() as f64 / mask.len() as f64);
+    }
     let r = inside / total;
-    (total > 0.0 && r.is_finite()).then_some(r)
+    r.is_finite().then_some(r)
 }
 
 /// Top-k intersection: with `k = |mask|`, the fraction of the k positions of
-/// largest `|attr|` that lie inside the mask. Ties in `|attr|` are broken by
-/// index (lower index first), so the result is deterministic.
+/// largest `|attr|` that lie inside the mask. Positions tied at the k-th
+/// magnitude share the remaining places in expectation (a random order of the
+/// ties, as AUROC's average ranks do): breaking them by index would make a
+/// constant attribution score by where the mask happens to lie.
 ///
 /// `None` if lengths differ, the mask is empty (k = 0), or any value is NaN.
 pub fn topk_intersection(attr: &[f32], mask: &[bool]) -> Option<f64> {
@@ -181,16 +188,22 @@ pub fn topk_intersection(attr: &[f32], mask: &[bool]) -> Option<f64> {
     if k == 0 {
         return None;
     }
-    let mut idx: Vec<usize> = (0..attr.len()).collect();
-    // sort_by is stable, so equal magnitudes keep index order.
-    idx.sort_by(|&i, &j| {
-        attr[j]
-            .abs()
-            .partial_cmp(&attr[i].abs())
-            .unwrap_or(Ordering::Equal)
-    });
-    let hits = idx[..k].iter().filter(|&&i| mask[i]).count();
-    Some(hits as f64 / k as f64)
+    let mut magnitudes: Vec<f32> = attr.iter().map(|a| a.abs()).collect();
+    magnitudes.sort_by(|a, b| b.total_cmp(a));
+    let kth = magnitudes[k - 1];
+    let (mut above, mut hits_above, mut tied, mut hits_tied) = (0usize, 0usize, 0usize, 0usize);
+    for (a, &m) in attr.iter().zip(mask) {
+        let a = a.abs();
+        if a > kth {
+            above += 1;
+            hits_above += m as usize;
+        } else if a == kth {
+            tied += 1;
+            hits_tied += m as usize;
+        }
+    }
+    let hits = hits_above as f64 + (k - above) as f64 * hits_tied as f64 / tied as f64;
+    Some(hits / k as f64)
 }
 
 /// Mean and sample standard deviation (denominator n-1), two-pass.

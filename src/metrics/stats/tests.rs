@@ -118,19 +118,23 @@ fn relevance_mass_hand_example() {
         relevance_mass(&[1., -2., 3., -4.], &[false, true, false, true]),
         0.6,
     );
-    assert_eq!(relevance_mass(&[0., 0.], &[true, false]), None);
+    close(relevance_mass(&[0., 0., 0., 0.], &[true, false, false, false]), 0.25);
     assert_eq!(relevance_mass(&[1., 2.], &[false, false]), None);
     assert_eq!(relevance_mass(&[1., f32::NAN], &[true, false]), None);
 }
 
-// k = 2; |a| desc = idx 0 (3), then idx 1 and 2 tie at 2 -> lower index 1 wins.
-// top-2 = {0, 1}, mask = {0, 2} -> 1/2 (would be 1 if the tie broke the other way)
+// k = 2; |a| desc = idx 0 (3), then idx 1 and 2 tie at 2 for the last place: idx 2 (in the
+// mask) takes it half the time -> (1 + 0.5) / 2
 #[test]
 fn topk_hand_example() {
     close(
         topk_intersection(&[3., -2., 2., 0.], &[true, false, true, false]),
-        0.5,
+        0.75,
     );
+    // A constant attribution scores the mask's share wherever the mask lies.
+    for mask in [[true, false, false, false], [false, false, false, true]] {
+        close(topk_intersection(&[0.; 4], &mask), 0.25);
+    }
     close(
         topk_intersection(&[-5., 0.1, 4.], &[true, false, true]),
         1.0,

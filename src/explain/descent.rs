@@ -86,9 +86,10 @@ impl Method for Descent {
                 .logical_and(&loss.ge(self.tol))
                 .logical_and(&loss.le_tensor(&limit.index_select(0, &live))); // [L, P]
             let _ = active.index_copy_(0, &live, &still);
-            // [L, P] -> [L, P, 1, 1]: a pair that has converged keeps its x.
-            let step = still.to_kind(Kind::Float).view([l, p, 1, 1]) * grad * self.eta;
-            let _ = x.index_copy_(0, &live, &(xl - step));
+            // [L, P] -> [L, P, 1, 1]: a pair that has stopped keeps its x exactly (selected, not
+            // multiplied by 0: its gradient may be infinite, and 0 * inf is NaN).
+            let stepped = &xl - grad * self.eta;
+            let _ = x.index_copy_(0, &live, &stepped.where_self(&still.view([l, p, 1, 1]), &xl));
             let _ = iterations.index_add_(0, &live, &still.to_kind(Kind::Int64));
         }
         let final_loss = objective.loss(&x);

@@ -49,6 +49,8 @@ fn each_mistake_names_its_key() {
         (&["data.length=100"], "multiple of 16"),
         (&["data.train=10"], "data.train + data.test"),
         (&["data.amplitude=[2, 1]"], "data.amplitude"),
+        (&["data.amplitude=[0, 0]"], "nothing to explain"),
+        (&["data.max_perturbations=0"], "data.max_perturbations = 0"),
         (&["data.noise=-0.1"], "data.noise"),
         (&["model.channels=[4, 8]"], "model.channels"),
         (&["model.kernel=4"], "model.kernel"),

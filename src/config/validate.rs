@@ -30,6 +30,9 @@ pub fn check(c: &Config) -> Result<()> {
     range_pair("data.period", d.period, 1e-3)?;
     non_negative("data.noise", d.noise)?;
     range_pair("data.amplitude", d.amplitude, 0.0)?;
+    if d.amplitude[1] == 0.0 {
+        return bad("data.amplitude = [0, 0] makes every bump flat: nothing to explain".to_string());
+    }
     range_pair("data.width", d.width, 1e-3)?;
     finite_positive("data.mse_ref", d.mse_ref)?;
     finite_positive("data.optimal_score", d.optimal_score)?;
@@ -37,6 +40,8 @@ pub fn check(c: &Config) -> Result<()> {
     limit("data.signals", d.signals, 10_000_000)?;
     limit("data.length", d.length, 1 << 20)?;
     limit("data.dims", d.dims, 64)?;
+    // Without bumps there is nothing to explain and every score is the optimum.
+    positive("data.max_perturbations", d.max_perturbations)?;
     limit("data.max_perturbations", d.max_perturbations, 10_000)?;
 
     let m = &c.model;

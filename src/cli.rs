@@ -129,3 +129,16 @@ impl RunArgs {
         ExplainArgs { allow_partial: self.allow_partial, max_batch: self.max_batch, pack: self.train.pack, ..ExplainArgs::default() }
     }
 }
+
+/// clap's message for a command-line mistake as one line, like every other usage error: its
+/// lines up to the usage block (which `--help` shows whole), without the "error:" and "tip:".
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    format!("{}; see --help", lines.join(" ").trim_start_matches("error: "))
+}

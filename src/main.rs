@@ -42,9 +42,12 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
-        let code = if e.use_stderr() { error::EXIT_USAGE } else { 0 };
-        let _ = e.print();
-        std::process::exit(code);
+        if !e.use_stderr() {
+            let _ = e.print(); // --help, --version
+            std::process::exit(0);
+        }
+        progress::tell(format_args!("agra: {}", cli::one_line(&e)));
+        std::process::exit(error::EXIT_USAGE);
     });
     let g = &cli.global;
     model::check_env()?;

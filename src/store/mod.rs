@@ -21,9 +21,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    // tempfile's default 0600 would keep every output from the user's group (a shared
+    // cluster project); 0666 goes through the umask like any other file the user makes.
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{stem}."))
         .suffix(&format!(".tmp.{ext}"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
@@ -96,5 +99,18 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, b"abc").unwrap();
         assert_eq!(super::read_text(&file).unwrap(), "abc");
+    }
+
+    /// Outputs get the permissions any file the user makes gets, not tempfile's 0600.
+    #[test]
+    fn atomic_writes_follow_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        super::write_atomic(&path, b"x").unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap();
+        let mask = u32::from_str_radix(line.trim(), 8).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o666 & !mask);
     }
 }

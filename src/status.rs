@@ -116,7 +116,7 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
     let mut stages = serde_json::Map::new();
     for stage in Stage::ALL {
         let state = match meta.and_then(|m| m.stages.get(stage.name())) {
-            Some(s) if s.finished.is_some() && run.outputs_present(stage) => "complete",
+            Some(_) if run.complete_in(meta, stage) => "complete",
             Some(_) if held(run, stage.name()) => "running",
             Some(_) => "incomplete",
             None => "missing",

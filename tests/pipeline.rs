@@ -75,8 +75,14 @@ fn shards_and_pack_sizes_give_the_same_members_as_one_process() {
     assert_eq!(out.status.code(), Some(2), "missing members refuse explain");
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 (missing)"));
     ok(&sharded, &["explain", "--allow-partial"]);
+    assert_eq!(status_json(&sharded)["stages"]["explain"], "complete");
     ok(&sharded, &["train", "--shard", "0/2", "--pack", "1"]);
     assert_eq!(status_json(&sharded)["stages"]["train"], "complete");
+    // The partial ensemble is stale now that every member has finished: `run` explains again.
+    assert_eq!(status_json(&sharded)["stages"]["explain"], "incomplete");
+    ok(&sharded, &["run"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(sharded.join("explain/grad/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["members"].as_array().unwrap().len(), 4);
     let reference = weight_hashes(&one);
     assert_eq!(reference.len(), 4);
     assert_eq!(reference, weight_hashes(&sharded), "members do not depend on the shard");

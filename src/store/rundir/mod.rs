@@ -236,17 +236,35 @@ impl RunDir {
 
     /// Finished, and its outputs still there: a stage whose files were deleted afterwards is
     /// done again instead of being skipped on the word of run.json.
+    ///
+    /// An explain made with `--allow-partial` before training finished is stale once it has:
+    /// the ensemble would otherwise silently stay an average of the members there were then.
     pub fn is_complete(&self, stage: Stage) -> Result<bool> {
-        let finished = self
-            .read_meta()?
-            .and_then(|m| m.stages.get(stage.name()).map(|s| s.finished.is_some()))
-            .unwrap_or(false);
-        Ok(finished && self.outputs_present(stage))
+        Ok(self.complete_in(self.read_meta()?.as_ref(), stage))
+    }
+
+    /// `is_complete` on a run.json already read.
+    pub fn complete_in(&self, meta: Option<&Meta>, stage: Stage) -> bool {
+        let finished = |stage: Stage| meta.and_then(|m| m.stages.get(stage.name())).is_some_and(|s| s.finished.is_some());
+        if !(finished(stage) && self.outputs_present(stage)) {
+            return false;
+        }
+        stage != Stage::Explain || !finished(Stage::Train) || self.explained_members().all(|n| n == Some(self.config.train.members))
+    }
+
+    /// How many members each method's manifest averaged (None where it cannot be read: the
+    /// stages that read it refuse it with the reason).
+    fn explained_members(&self) -> impl Iterator<Item = Option<usize>> + '_ {
+        self.config.explain.methods.iter().map(|m| {
+            let text = super::read_text(&self.explain_dir().join(m).join("manifest.json")).ok()?;
+            let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+            manifest["members"].as_array().map(Vec::len)
+        })
     }
 
     /// Whether the files a finished `stage` leaves are all there. Training's members are
     /// checked one by one by `agra train` itself.
-    pub fn outputs_present(&self, stage: Stage) -> bool {
+    fn outputs_present(&self, stage: Stage) -> bool {
         let outputs = match stage {
             Stage::Data => vec![self.split_path("train"), self.split_path("test")],
             Stage::Train => vec![],

@@ -110,6 +110,28 @@ fn signal_then_resume_with(
     assert_eq!(&weight_hashes(&run_dir), expected);
 }
 
+/// Data, evaluate and report keep nothing worth finishing: a signal there exits 3 at once
+/// instead of being held until the stage ends, and the stage is left to be done again.
+#[test]
+fn a_signal_during_evaluate_exits_3_without_finishing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    // Enough random member orders for evaluate to take seconds.
+    let sets = ["--set", "train.members=8", "--set", "evaluate.random_orders=10000"];
+    ok(&run_dir, &[&sets[..], &["train"]].concat());
+    ok(&run_dir, &[&sets[..], &["explain"]].concat());
+    let mut child = agra().arg("--run-dir").arg(&run_dir).args(tiny()).args(sets).arg("evaluate").spawn().unwrap();
+    let started = Instant::now();
+    while status_json(&run_dir)["stages"]["evaluate"] == "missing" {
+        assert!(started.elapsed() < Duration::from_secs(60), "evaluate never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert!(!run_dir.join("evaluate/metrics.json").exists(), "it stopped before the end");
+    assert_eq!(status_json(&run_dir)["stages"]["evaluate"], "incomplete");
+}
+
 #[test]
 fn kill_9_at_random_moments_then_resume_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();

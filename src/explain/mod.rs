@@ -240,6 +240,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     // Members may have been trained elsewhere and copied in: the data is a pure function of
     // the config, so make it here if it is missing.
     crate::data::ensure(run, ui)?;
+    let _polling = crate::farm::signals::polling();
     let signals = load_signals(run, &split)?;
     let members = finished_members(run, &arch, args.allow_partial, ui)?;
     let _lock = run.stage_lock("explain")?;

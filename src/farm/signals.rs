@@ -1,10 +1,14 @@
 //! SIGINT, SIGTERM and SIGUSR1 ask the farm to stop: each pack finishes its epoch, checkpoints
-//! and returns, and the process exits with code 3. A second Ctrl-C (SIGINT) exits at once (the
-//! atomic checkpoint writes make even that safe); a repeated SIGTERM does not, because Slurm
-//! and the batch script forwarding it may both send one. SIGUSR1 is what Slurm sends before a
-//! time limit with `--signal=B:USR1@120`.
+//! and returns, and the process exits with code 3. A second Ctrl-C (SIGINT) exits at once with
+//! 130 (the atomic checkpoint writes make even that safe); a repeated SIGTERM does not, because
+//! Slurm and the batch script forwarding it may both send one. SIGUSR1 is what Slurm sends
+//! before a time limit with `--signal=B:USR1@120`.
 //!
-//! The flag is process-wide state by nature: a signal is delivered to the process.
+//! Only training and explain have work worth finishing (`polling`); in the other stages
+//! (data, evaluate, report: seconds, written atomically, done again whole) a signal exits at
+//! once with code 3 rather than being held until the stage ends.
+//!
+//! The flags are process-wide state by nature: a signal is delivered to the process.
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -16,15 +20,37 @@ fn flag() -> &'static Arc<AtomicBool> {
     STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
+/// True while no stage polls `stop_requested`.
+fn unheeded() -> &'static Arc<AtomicBool> {
+    static UNHEEDED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    UNHEEDED.get_or_init(|| Arc::new(AtomicBool::new(true)))
+}
+
 /// Installs the handlers (idempotent enough: registering twice only adds a second setter).
 pub fn install() -> Result<()> {
-    // Order matters: the shutdown check runs before this signal sets the flag.
+    // Order matters: the shutdown checks run before this signal sets the flag.
     signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag()))
         .context("installing signal handlers")?;
     for sig in [SIGINT, SIGTERM, SIGUSR1] {
+        signal_hook::flag::register_conditional_shutdown(sig, crate::error::EXIT_INTERRUPTED, Arc::clone(unheeded()))
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, Arc::clone(flag())).context("installing signal handlers")?;
     }
     Ok(())
+}
+
+/// While the guard lives, a signal sets the flag for the stage to poll instead of exiting.
+pub fn polling() -> Polling {
+    unheeded().store(false, Ordering::SeqCst);
+    Polling
+}
+
+pub struct Polling;
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        unheeded().store(true, Ordering::SeqCst);
+    }
 }
 
 pub fn stop_requested() -> bool {

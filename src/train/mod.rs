@@ -134,6 +134,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     let started = Instant::now();
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or(Shard::ALL);
     data::ensure(run, ui)?;
+    let _polling = crate::farm::signals::polling();
     let ctx = TrainContext::load(run)?;
     let cfg = &ctx.config.train;
     let owned: Vec<usize> = (0..cfg.members).filter(|&m| shard.owns(m)).collect();

@@ -73,18 +73,15 @@ pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
 fn fits_in_memory(d: &crate::config::DataConfig) -> Result<()> {
     let values = d.signals as f64 * d.dims as f64 * d.length as f64;
     let need = values * 13.0 * 2.0;
-    // SAFETY: sysconf only reads system constants.
-    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    let have = pages as f64 * page as f64;
-    if pages > 0 && page > 0 && need > have {
-        return Err(UsageError::new(format!(
-            "data.signals x data.dims x data.length = {values:.0} values need about {:.1} GB to generate, more than this machine's {:.1} GB",
+    match crate::farm::host_memory_limit() {
+        Some((have, what)) if need > have => Err(UsageError::new(format!(
+            "data.signals x data.dims x data.length = {values:.0} values need about {:.1} GB to generate, more than {what}: {:.1} GB",
             need / 1e9,
             have / 1e9
         ))
-        .into());
+        .into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The run's `train` or `test` split, refused when it is not the one the run's config makes

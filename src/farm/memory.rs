@@ -72,6 +72,55 @@ pub fn peak_resident_bytes() -> u64 {
     usage.ru_maxrss.max(0) as u64 * 1024 // Linux counts kilobytes
 }
 
+/// The memory this process may take on the host, in bytes, and what sets it: the least of the
+/// machine's physical memory, its cgroup's limit (what Slurm's `--mem` sets) and its address
+/// space limit (`ulimit -v`) less what it has mapped already (libtorch maps gigabytes).
+pub fn host_memory_limit() -> Option<(f64, &'static str)> {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let mut limits = vec![(pages as f64 * page as f64, "this machine's memory")];
+    limits.extend(cgroup_limit().map(|b| (b, "this job's memory limit (cgroup)")));
+    let mut rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rlimit) } == 0 && rlimit.rlim_cur != libc::RLIM_INFINITY {
+        let mapped = status_kb("VmSize:").unwrap_or(0.0) * 1024.0;
+        limits.push(((rlimit.rlim_cur as f64 - mapped).max(0.0), "the address space left under ulimit -v"));
+    }
+    limits.into_iter().filter(|(b, _)| *b > 0.0).min_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// The tightest memory limit of this process's cgroup and its ancestors (v2 `memory.max`, v1
+/// `memory.limit_in_bytes`); None where none is set.
+fn cgroup_limit() -> Option<f64> {
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut files = Vec::new();
+    for line in groups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (root, file) = match controllers {
+            "" => ("/sys/fs/cgroup".to_string(), "memory.max"),
+            c if c.split(',').any(|c| c == "memory") => ("/sys/fs/cgroup/memory".to_string(), "memory.limit_in_bytes"),
+            _ => continue,
+        };
+        let mut dir = std::path::PathBuf::from(format!("{root}{path}"));
+        loop {
+            files.push(dir.join(file));
+            if dir.as_os_str().len() <= root.len() || !dir.pop() {
+                break;
+            }
+        }
+    }
+    // "max", or a huge number, means no limit.
+    let read = |f: &std::path::PathBuf| std::fs::read_to_string(f).ok()?.trim().parse::<f64>().ok().filter(|&b| b < (1u64 << 60) as f64);
+    files.iter().filter_map(read).min_by(f64::total_cmp)
+}
+
+/// A `/proc/self/status` field given in kB.
+fn status_kb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// The path of the loaded shared object whose file name starts with `prefix`: libtorch's
 /// wheels load `libcudart.so.13`, its zips a hashed `libcudart-<hash>.so.12`, so the name
 /// cannot be guessed.
@@ -126,5 +175,14 @@ mod tests {
             assert_eq!(cuda_pack_cap(&devices, 1 << 20), MAX_CUDA_PACK);
         }
         assert_eq!(cuda_pack_cap(&Devices::parse_with("cpu", 0, 2).unwrap(), 1), MAX_CUDA_PACK);
+    }
+
+    #[test]
+    fn the_host_limit_is_at_most_the_machine_and_reads_this_process() {
+        let (bytes, _) = host_memory_limit().unwrap();
+        // SAFETY: sysconf only reads system constants.
+        let physical = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) as f64 * libc::sysconf(libc::_SC_PAGESIZE) as f64 };
+        assert!(bytes > 0.0 && bytes <= physical);
+        assert!(status_kb("VmSize:").unwrap() > 0.0);
     }
 }

@@ -8,7 +8,7 @@ pub mod schedule;
 pub mod signals;
 
 pub use devices::{Devices, Worker};
-pub use memory::{cuda_free_bytes, peak_resident_bytes, worker_free_bytes};
+pub use memory::{cuda_free_bytes, host_memory_limit, peak_resident_bytes, worker_free_bytes};
 pub use schedule::run_queue;
 
 use crate::error::UsageError;

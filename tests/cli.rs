@@ -141,6 +141,22 @@ fn damaged_outputs_are_named_and_never_followed() {
         assert!(stderr.contains(expected), "{command}: {stderr}");
         assert_eq!(status_json(&run_dir)["stages"]["evaluate"], "incomplete", "a new explain leaves evaluate to be done again");
     }
+    // The configuration the run records: edited, or gone, is named rather than taken for
+    // another run's (status listed every member missing, run refused what was typed).
+    let config = run_dir.join("config.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, original.replace("seed = ", "seed = 1")).unwrap();
+    let refused = |expected: &str| {
+        for command in ["status", "run"] {
+            let out = agra().arg("--run-dir").arg(&run_dir).arg(command).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+            assert!(stderr.contains("config.toml") && stderr.contains(expected), "{command}: {stderr}");
+        }
+    };
+    refused("was edited");
+    std::fs::remove_file(&config).unwrap();
+    refused("is missing");
 }
 
 #[test]

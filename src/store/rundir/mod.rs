@@ -97,9 +97,18 @@ impl RunDir {
     }
 
     /// Reads an existing run directory without writing anything (for `status`).
+    /// run.json without config.toml, or a config.toml that is not the one run.json records, is
+    /// refused: a run's outputs mean nothing without the configuration that made them.
     pub fn inspect(root: &Path) -> Result<Option<(RunDir, Meta)>> {
         let path = root.join(CONFIG);
         if !path.exists() {
+            if root.join(META).exists() {
+                return Err(UsageError::new(format!(
+                    "{} is missing (run.json is there): restore it, or start again in another --run-dir",
+                    path.display()
+                ))
+                .into());
+            }
             return Ok(None);
         }
         let text = super::read_text(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -108,6 +117,15 @@ impl RunDir {
         let config = Config::from_value(value).map_err(|e| UsageError::new(format!("{}: {e:#}", path.display())))?;
         let run = RunDir { root: root.to_path_buf(), config };
         let meta = run.read_meta()?.unwrap_or_default();
+        if !meta.config_hash.is_empty() && meta.config_hash != run.config.hash() {
+            return Err(UsageError::new(format!(
+                "{} was edited: it makes config {}, but the run was made with {} (run.json); restore it, or start again in another --run-dir",
+                path.display(),
+                run.config.hash(),
+                meta.config_hash
+            ))
+            .into());
+        }
         Ok(Some((run, meta)))
     }
 

@@ -110,8 +110,14 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
     if !skip(Stage::Data)? {
         emit(g, "data", &data::run(run, &cli::DataArgs::default(), ui)?)?;
     }
+    let mut failed = Vec::new();
     if !skip(Stage::Train)? {
-        train_stage(g, run, devices, &args.train, ui)?;
+        let summary = train::run(run, devices, &args.train, ui)?;
+        emit(g, "train", &summary)?;
+        failed = summary.failed;
+        if !failed.is_empty() && !args.allow_partial {
+            return Err(members_failed(&failed));
+        }
     }
     if !skip(Stage::Explain)? {
         emit(g, "explain", &explain::run(run, devices, &args.explain(), ui)?)?;
@@ -128,17 +134,19 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
     } else if !g.quiet {
         progress::say(format_args!("run: all stages complete in {seconds:.1} s; report at {}", run.report_dir().join("report.md").display()))?;
     }
-    Ok(())
+    // With --allow-partial the stages went on without them; the exit code still says so.
+    if failed.is_empty() { Ok(()) } else { Err(members_failed(&failed)) }
 }
 
 /// Training, whose failed members change the exit code once the summary is out.
 fn train_stage(g: &Global, run: &RunDir, devices: &Devices, args: &cli::TrainArgs, ui: &Progress) -> Result<()> {
     let summary = train::run(run, devices, args, ui)?;
     emit(g, "train", &summary)?;
-    if !summary.failed.is_empty() {
-        anyhow::bail!("members {:?} failed (see members/*/failed.json); the others are finished", summary.failed);
-    }
-    Ok(())
+    if summary.failed.is_empty() { Ok(()) } else { Err(members_failed(&summary.failed)) }
+}
+
+fn members_failed(failed: &[usize]) -> anyhow::Error {
+    anyhow::anyhow!("members {failed:?} failed (see members/*/failed.json); the others are finished")
 }
 
 /// A stage's summary: one JSON line with --json, else the stage's human form.

@@ -226,6 +226,10 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     let explain = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
     assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");
     assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed)"));
+    // `run --allow-partial` goes on without it to the report, and still exits 1.
+    let run = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "run", "--allow-partial"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(status_json(&failed)["stages"]["report"], "complete");
 }
 
 /// A run stopped while member 1's retry had no checkpoint yet (its checkpoints deleted, its

@@ -96,7 +96,16 @@ fn encode_split(split: &Split, origin: &str) -> anyhow::Result<Vec<u8>> {
         ("perturbed", Dtype::F32, signal_shape, f32_bytes(&split.perturbed)),
         ("scores", Dtype::F32, vec![n], f32_bytes(&split.scores)),
     ];
-    Ok(encode_safetensors(tensors, &[("format", FORMAT), ("version", VERSION), ("origin", origin)]))
+    let mut sorted: Vec<_> = tensors.iter().collect();
+    sorted.sort_by(|a, b| by_layout((a.0, a.1), (b.0, b.1)));
+    let content = crate::store::sha256_hex(&sorted.iter().map(|t| t.3.as_slice()).collect::<Vec<_>>());
+    let metadata = [("format", FORMAT), ("version", VERSION), ("origin", origin), ("content_sha256", &content)];
+    Ok(encode_safetensors(tensors, &metadata))
+}
+
+/// The order the `safetensors` crate lays tensors out in: dtype alignment descending, then name.
+fn by_layout(a: (&str, Dtype), b: (&str, Dtype)) -> std::cmp::Ordering {
+    b.1.cmp(&a.1).then(a.0.cmp(b.0))
 }
 
 /// The safetensors byte layout with a deterministic header: metadata keys in the order given,
@@ -106,7 +115,7 @@ fn encode_safetensors(
     mut tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>,
     metadata: &[(&str, &str)],
 ) -> Vec<u8> {
-    tensors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    tensors.sort_by(|a, b| by_layout((a.0, a.1), (b.0, b.1)));
     let json = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     let mut entries = Vec::new();
     if !metadata.is_empty() {
@@ -169,6 +178,14 @@ fn decode_split(bytes: &[u8]) -> anyhow::Result<(Split, Option<String>)> {
     }
     if field("version") != Some(VERSION) {
         bail!("unsupported {FORMAT} version {:?}, expected {VERSION:?}", field("version"));
+    }
+    // The tensors' bytes follow the header; files written before the hash have none.
+    if let Some(expected) = field("content_sha256") {
+        let header = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+        ensure!(
+            crate::store::sha256_hex(&[&bytes[8 + header..]]) == expected,
+            "its contents changed after agra wrote it (content hash); delete it and agra makes it again"
+        );
     }
     let expected = ["attribution", "ideal", "mask", "perturbations", "perturbed", "scores"];
     let mut names: Vec<&str> = st.names().into_iter().map(String::as_str).collect();
@@ -312,6 +329,20 @@ mod tests {
             }
         }
         assert!(read_split(&dir.path().join("missing")).is_err());
+    }
+
+    /// A value changed in place (an edit, a flipped bit) leaves a well-formed file behind.
+    #[test]
+    fn a_changed_value_is_caught_by_the_content_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x");
+        write_split(&generate(&quick(), 6).0, "o", &path).expect("write");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1; // the mask's last value
+        std::fs::write(&path, &bytes).expect("write");
+        let err = format!("{:#}", read_split(&path).unwrap_err());
+        assert!(err.contains("content hash"), "{err}");
     }
 
     #[test]

@@ -106,6 +106,7 @@ fn damaged_outputs_are_named_and_never_followed() {
         ("explain/grad/manifest.json", "report", "/split", serde_json::json!("train")),
         ("evaluate/metrics.json", "report", "/curves/0/method", serde_json::json!(format!("../../{}", outside.display()))),
         ("evaluate/metrics.json", "report", "/curves/0/metric", serde_json::json!("../../x")),
+        ("evaluate/metrics.json", "report", "/rows/0/method", serde_json::json!("foo")),
     ];
     for (file, command, key, changed) in cases {
         let path = run_dir.join(file);

@@ -137,11 +137,13 @@ fn foreign_name(e: &Evaluation, config: &crate::config::Config) -> Option<String
     if config.data.split_len(&e.split).is_none() {
         return Some(format!("split {:?}", e.split));
     }
-    let methods = e.explain.iter().map(|m| &m.method).chain(e.curves.iter().map(|c| &c.method));
+    let rows = e.rows.iter().map(|r| r.method.strip_prefix("agra-").unwrap_or(&r.method));
+    let methods = e.explain.iter().map(|m| m.method.as_str()).chain(e.curves.iter().map(|c| c.method.as_str())).chain(rows);
     if let Some(m) = methods.into_iter().find(|m| !known(m)) {
         return Some(format!("method {m:?}"));
     }
-    e.curves.iter().find(|c| !plain(&c.metric)).map(|c| format!("metric {:?}", c.metric))
+    let metrics = e.rows.iter().flat_map(|r| r.metrics.keys()).find(|k| !NAMES.contains(&k.as_str()));
+    metrics.or_else(|| e.curves.iter().map(|c| &c.metric).find(|m| !plain(m))).map(|m| format!("metric {m:?}"))
 }
 
 /// Mean of each metric over the signals where it is defined, and how many those were.

@@ -238,9 +238,14 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
         assert!(!stderr.contains("panicked"), "{case:?}: {stderr}");
     }
     // Places that are not a usable run directory.
-    for place in [foreign.as_path(), empty.as_path(), std::path::Path::new("/proc/agra-run")] {
+    let under_a_file = empty.join("run");
+    for place in [foreign.as_path(), empty.as_path(), std::path::Path::new("/proc/agra-run"), &under_a_file] {
         let out = agra().arg("--run-dir").arg(place).args(tiny()).arg("data").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}: {}", place.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    for place in [empty.as_path(), &under_a_file] {
+        let out = agra().arg("--run-dir").arg(place).arg("status").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "status {}: {}", place.display(), String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
     assert_eq!(before, snapshot(&run_dir), "no file of the run directory changed");

@@ -318,10 +318,14 @@ fn refuse_foreign(root: &Path) -> Result<()> {
 
 /// A run directory path that names a file.
 pub fn refuse_file(root: &Path) -> Result<()> {
-    if root.exists() && !root.is_dir() {
-        return Err(UsageError::new(format!("run directory {} is a file", root.display())).into());
+    match std::fs::metadata(root) {
+        Ok(m) if !m.is_dir() => Err(UsageError::new(format!("run directory {} is a file", root.display())).into()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            // Under a file, in a symlink loop, behind a folder without permission.
+            Err(UsageError::new(format!("run directory {}: {e}", root.display())).into())
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The first dotted key whose value differs between two configs.

@@ -57,10 +57,10 @@ fn run() -> Result<()> {
         Some(config) => config,
         None => Config::load(&Sources { preset, file: g.config.clone(), sets: g.sets.clone() })?,
     };
+    let devices = Devices::parse(&g.devices)?;
     if let Command::Status = cli.command {
         return status::run(&root, &config, g.json);
     }
-    let devices = Devices::parse(&g.devices)?;
     let ui = Progress::new(g.quiet);
     farm::signals::install()?;
     let run = RunDir::open(&root, &config)?;

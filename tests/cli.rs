@@ -243,8 +243,10 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
         let out = agra().arg("--run-dir").arg(place).args(tiny()).arg("data").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}: {}", place.display(), String::from_utf8_lossy(&out.stderr));
     }
+    let status = |place: &std::path::Path, extra: &[&str]| agra().arg("--run-dir").arg(place).args(extra).arg("status").output().unwrap();
+    assert_eq!(status(&run_dir, &["--devices", "gpu"]).status.code(), Some(2), "status checks --devices too");
     for place in [empty.as_path(), &under_a_file] {
-        let out = agra().arg("--run-dir").arg(place).arg("status").output().unwrap();
+        let out = status(place, &[]);
         assert_eq!(out.status.code(), Some(2), "status {}: {}", place.display(), String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");

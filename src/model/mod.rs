@@ -122,8 +122,9 @@ pub enum ConvLayout {
 /// would otherwise measure the default while its author believes otherwise.
 pub fn check_env() -> Result<(), crate::error::UsageError> {
     for (name, allowed) in [("AGRA_CONV", &["grouped", "channels-last", "unfold"][..]), ("AGRA_KERNELS", &["native", "libtorch"][..])] {
-        if let Ok(value) = std::env::var(name) {
-            if !value.is_empty() && !allowed.contains(&value.as_str()) {
+        if let Some(value) = std::env::var_os(name) {
+            let value = value.to_string_lossy(); // not UTF-8: shown with U+FFFD, and refused
+            if !value.is_empty() && !allowed.contains(&value.as_ref()) {
                 return Err(crate::error::UsageError::new(format!("{name}={value:?} must be one of {}", allowed.join(", "))));
             }
         }

@@ -7,7 +7,7 @@
 use super::lock::Lock;
 use crate::config::Config;
 use crate::error::UsageError;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ impl RunDir {
             }
             return Ok(None);
         }
-        let text = super::read_text(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = super::read_text(&path).map_err(|e| UsageError::new(format!("{} is damaged: {e}", path.display())))?;
         let value: toml::Value = toml::from_str(&text)
             .map_err(|e| UsageError::new(format!("{}: {}", path.display(), e.message())))?;
         let config = Config::from_value(value).map_err(|e| UsageError::new(format!("{}: {e:#}", path.display())))?;
@@ -206,10 +206,9 @@ impl RunDir {
         if !path.exists() {
             return Ok(None);
         }
-        let text = super::read_text(&path).with_context(|| format!("reading {}", path.display()))?;
-        let meta = serde_json::from_str(&text)
-            .map_err(|e| UsageError::new(format!("{} is damaged: {e}", path.display())))?;
-        Ok(Some(meta))
+        let damaged = |e: &dyn std::fmt::Display| UsageError::new(format!("{} is damaged: {e}", path.display()));
+        let text = super::read_text(&path).map_err(|e| damaged(&e))?;
+        Ok(Some(serde_json::from_str(&text).map_err(|e| damaged(&e))?))
     }
 
     fn write_meta(&self, meta: &Meta) -> Result<()> {

@@ -32,7 +32,10 @@ where
                         break;
                     }
                     let Some((index, job)) = queue.lock().expect("queue lock").pop_front() else { break };
-                    let result = work(worker, job);
+                    // libtorch's errors inside tch's infallible calls (a CUDA device out of
+                    // memory, say) arrive as panics: one job's failure, not the process's.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(worker, job)))
+                        .unwrap_or_else(|payload| Err(anyhow::anyhow!("{}: {}", worker.name(), panic_message(&*payload))));
                     results.lock().expect("results lock").push((index, result));
                 }
             });
@@ -41,6 +44,12 @@ where
     let mut results = results.into_inner().expect("results lock");
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, result)| result).collect()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+    // libtorch's messages carry a C++ backtrace after the first line.
+    text.and_then(|t| t.lines().next()).unwrap_or("a worker failed").to_string()
 }
 
 #[cfg(test)]
@@ -58,5 +67,14 @@ mod tests {
         };
         let got: Vec<usize> = run_queue(&workers, (0..20).collect(), work).into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(got, (0..20).map(|j| j * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_job_that_panics_is_its_own_error_and_the_others_still_run() {
+        let workers = vec![Worker { device: Device::Cpu, threads: 1 }; 2];
+        let work = |_: &Worker, j: usize| if j == 1 { panic!("out of memory\nC++ frames") } else { Ok(j) };
+        let got = run_queue(&workers, (0..4).collect(), work);
+        assert_eq!(got[1].as_ref().unwrap_err().to_string(), "cpu: out of memory");
+        assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 3);
     }
 }

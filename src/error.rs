@@ -37,6 +37,29 @@ impl fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// A panic's message in one line. libtorch's errors surface through tch as panics whose text is
+/// `called Result::unwrap() on an Err value: Torch("<what>\nframe #0: ...")`: keep `<what>`.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+    let text = text.unwrap_or("a panic without a message");
+    let text = text.split_once("Torch(\"").map_or(text, |(_, torch)| torch);
+    let line = text.split("\\n").next().and_then(|t| t.lines().next()).unwrap_or_default();
+    line.strip_suffix("\")").unwrap_or(line).to_string()
+}
+
+/// Panics print one line naming where (the full report with RUST_BACKTRACE set): libtorch's
+/// errors carry a C++ backtrace of forty frames that would bury the error agra reports.
+pub fn short_panics() {
+    let full = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            return full(info);
+        }
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("agra: panic{at}: {}", panic_text(info.payload()));
+    }));
+}
+
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_INTERRUPTED: i32 = 3;
@@ -52,4 +75,15 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
     }
     EXIT_RUNTIME
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_libtorch_error_is_cut_to_its_message() {
+        let torch = String::from("called `Result::unwrap()` on an `Err` value: Torch(\"out of memory (12)\\nframe #0: c10::...\")");
+        assert_eq!(super::panic_text(&torch), "out of memory (12)");
+        assert_eq!(super::panic_text(&String::from("Torch(\"short (1)\")")), "short (1)");
+        assert_eq!(super::panic_text(&"plain\nsecond line"), "plain");
+    }
 }

@@ -30,6 +30,7 @@ use store::RunDir;
 
 fn main() {
     keep_freed_memory();
+    error::short_panics();
     let code = match run() {
         Ok(()) => 0,
         Err(err) => {

@@ -35,7 +35,7 @@ where
                     // libtorch's errors inside tch's infallible calls (a CUDA device out of
                     // memory, say) arrive as panics: one job's failure, not the process's.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(worker, job)))
-                        .unwrap_or_else(|payload| Err(anyhow::anyhow!("{}: {}", worker.name(), panic_message(&*payload))));
+                        .unwrap_or_else(|payload| Err(anyhow::anyhow!("{}: {}", worker.name(), crate::error::panic_text(&*payload))));
                     results.lock().expect("results lock").push((index, result));
                 }
             });
@@ -44,12 +44,6 @@ where
     let mut results = results.into_inner().expect("results lock");
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, result)| result).collect()
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
-    // libtorch's messages carry a C++ backtrace after the first line.
-    text.and_then(|t| t.lines().next()).unwrap_or("a worker failed").to_string()
 }
 
 #[cfg(test)]

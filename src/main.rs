@@ -47,6 +47,10 @@ fn run() -> Result<()> {
             let _ = e.print(); // --help, --version
             std::process::exit(0);
         }
+        if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            let _ = e.print(); // bare `agra`: the help, listing the commands
+            std::process::exit(error::EXIT_USAGE);
+        }
         progress::tell(format_args!("agra: {}", cli::one_line(&e)));
         std::process::exit(error::EXIT_USAGE);
     });
@@ -102,7 +106,9 @@ fn keep_freed_memory() {
 fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui: &Progress) -> Result<()> {
     let started = Instant::now();
     let skip = |stage: Stage| -> Result<bool> {
-        let done = run.is_complete(stage)?;
+        // Members are checked by their files too: one whose final checkpoint went missing or
+        // was damaged since is trained again rather than left out of every later stage.
+        let done = run.is_complete(stage)? && (stage != Stage::Train || train::all_finished(run)?);
         if done {
             ui.note(&format!("{}: already complete, skipped", stage.name()));
         }
@@ -120,9 +126,11 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
             return Err(members_failed(&failed));
         }
     }
+    stop_if_asked()?;
     if !skip(Stage::Explain)? {
         emit(g, "explain", &explain::run(run, devices, &args.explain(), ui)?)?;
     }
+    stop_if_asked()?;
     if !skip(Stage::Evaluate)? {
         emit(g, "evaluate", &metrics::run(run, devices, ui)?)?;
     }
@@ -144,6 +152,15 @@ fn train_stage(g: &Global, run: &RunDir, devices: &Devices, args: &cli::TrainArg
     let summary = train::run(run, devices, args, ui)?;
     emit(g, "train", &summary)?;
     if summary.failed.is_empty() { Ok(()) } else { Err(members_failed(&summary.failed)) }
+}
+
+/// A signal that arrived after training or explain last looked (during its final writes) stops
+/// the pipeline before the next stage, as one arriving a moment earlier would have.
+fn stop_if_asked() -> Result<()> {
+    if farm::signals::stop_requested() {
+        return Err(error::Interrupted.into());
+    }
+    Ok(())
 }
 
 fn members_failed(failed: &[usize]) -> anyhow::Error {

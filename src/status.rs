@@ -138,6 +138,10 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
             "running": held(run, &format!("member-{m:04}")),
         }));
     }
+    // run.json's word for training holds only while every member's files still say finished.
+    if stages["train"] == "complete" && members.iter().any(|m| m["state"] != "finished") {
+        stages.insert("train".into(), Value::from("incomplete"));
+    }
     Ok(json!({
         "run_dir": run.root(),
         "exists": run.root().exists(),

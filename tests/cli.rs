@@ -14,6 +14,10 @@ fn help_shows_the_contract() {
     }
     let out = agra().args(["train", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--shard"));
+    // Without a command: the help with its list of commands, as a usage error.
+    let out = agra().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Commands:"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

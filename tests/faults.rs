@@ -120,14 +120,16 @@ fn a_signal_during_evaluate_exits_3_without_finishing_it() {
     let sets = ["--set", "train.members=8", "--set", "evaluate.random_orders=10000"];
     ok(&run_dir, &[&sets[..], &["train"]].concat());
     ok(&run_dir, &[&sets[..], &["explain"]].concat());
-    let mut child = agra().arg("--run-dir").arg(&run_dir).args(tiny()).args(sets).arg("evaluate").spawn().unwrap();
+    let child = agra().arg("--run-dir").arg(&run_dir).args(tiny()).args(sets).arg("evaluate").stderr(std::process::Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
     while status_json(&run_dir)["stages"]["evaluate"] == "missing" {
         assert!(started.elapsed() < Duration::from_secs(60), "evaluate never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    assert_eq!(child.wait().unwrap().code(), Some(3));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "it says why it stopped");
     assert!(!run_dir.join("evaluate/metrics.json").exists(), "it stopped before the end");
     assert_eq!(status_json(&run_dir)["stages"]["evaluate"], "incomplete");
 }
@@ -196,7 +198,9 @@ fn a_corrupted_checkpoint_is_reported_and_never_loaded() {
     let status = status_json(&run_dir);
     assert_eq!(status["members"][1]["state"], "in_progress", "a flipped bit is detected");
     assert_eq!(status["members"][2]["state"], "missing");
-    let out = run(&run_dir, &[LONG, &["train"]].concat());
+    assert_eq!(status["stages"]["train"], "incomplete", "run.json's word is not enough");
+    // `run`, not only `train`, trains them again (it skipped training on run.json's word).
+    let out = run(&run_dir, &[LONG, &["run"]].concat());
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("content hash mismatch") && stderr.contains(files1.last().unwrap().to_str().unwrap()), "{stderr}");

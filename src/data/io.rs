@@ -182,10 +182,11 @@ fn decode_split(bytes: &[u8]) -> anyhow::Result<(Split, Option<String>)> {
     // The tensors' bytes follow the header; files written before the hash have none.
     if let Some(expected) = field("content_sha256") {
         let header = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
-        ensure!(
-            crate::store::sha256_hex(&[&bytes[8 + header..]]) == expected,
-            "its contents changed after agra wrote it (content hash); delete it and agra makes it again"
-        );
+        if crate::store::sha256_hex(&[&bytes[8 + header..]]) != expected {
+            // Like the split of another config that `data::read` refuses: the user's to delete.
+            let why = "its contents changed after agra wrote it (content hash); delete it and agra makes it again";
+            return Err(crate::error::UsageError::new(why).into());
+        }
     }
     let expected = ["attribution", "ideal", "mask", "perturbations", "perturbed", "scores"];
     let mut names: Vec<&str> = st.names().into_iter().map(String::as_str).collect();

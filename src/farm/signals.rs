@@ -32,6 +32,16 @@ pub fn install() -> Result<()> {
     signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag()))
         .context("installing signal handlers")?;
     for sig in [SIGINT, SIGTERM, SIGUSR1] {
+        let unheeded_now = Arc::clone(unheeded());
+        let say = move || {
+            if unheeded_now.load(Ordering::SeqCst) {
+                const MESSAGE: &[u8] = b"agra: interrupted: this stage is done again whole by the next run\n";
+                // SAFETY: write(2) is async-signal-safe; a short or failed write loses only the note.
+                let _ = unsafe { libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len()) };
+            }
+        };
+        // SAFETY: the action only loads an atomic and calls write(2), both async-signal-safe.
+        unsafe { signal_hook::low_level::register(sig, say) }.context("installing signal handlers")?;
         signal_hook::flag::register_conditional_shutdown(sig, crate::error::EXIT_INTERRUPTED, Arc::clone(unheeded()))
             .context("installing signal handlers")?;
         signal_hook::flag::register(sig, Arc::clone(flag())).context("installing signal handlers")?;

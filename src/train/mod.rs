@@ -229,7 +229,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
     }
     let resume::Plan { finished, failed, .. } = plan_now;
     let summary = summarise(&ctx, owned, &finished, failed, started.elapsed().as_secs_f64());
-    if all_finished(&ctx)? {
+    if all_finished(run)? {
         run.stage_finished(Stage::Train, summary.seconds)?;
     }
     Ok(summary)
@@ -262,9 +262,13 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
     Ok(MemberStanding { state, checkpoint: ckpt, attempt })
 }
 
-fn all_finished(ctx: &TrainContext) -> Result<bool> {
-    for m in 0..ctx.config.train.members {
-        if member_state(&ctx.run, &ctx.arch, m)?.state != "finished" {
+/// Whether every member has finished, by its own files (run.json's word is not enough: a
+/// final checkpoint can be deleted or damaged afterwards).
+pub fn all_finished(run: &RunDir) -> Result<bool> {
+    let c = &run.config;
+    let arch = Architecture::new(&c.model, c.data.dims, c.data.length);
+    for m in 0..c.train.members {
+        if member_state(run, &arch, m)?.state != "finished" {
             return Ok(false);
         }
     }

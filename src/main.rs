@@ -127,6 +127,11 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
         }
     }
     stop_if_asked()?;
+    if args.train.shard.is_some() && !args.allow_partial && !train::all_finished(run)? {
+        // A job array's task: the other shards train elsewhere, and explain needs them all.
+        ui.note("run: this shard is trained; explain and what follows wait for every shard's members (`agra run` without --shard then)");
+        return Ok(());
+    }
     if !skip(Stage::Explain)? {
         emit(g, "explain", &explain::run(run, devices, &args.explain(), ui)?)?;
     }

@@ -74,7 +74,14 @@ impl Human for crate::explain::Summary {
 pub fn run(root: &Path, config: &Config, as_json: bool) -> Result<()> {
     crate::store::rundir::refuse_file(root)?;
     let report = match RunDir::inspect(root)? {
-        Some((run, meta)) => describe(&run, Some(&meta))?,
+        Some((run, meta)) => {
+            // A config named on the command line that is not the run's is refused here as by
+            // every other command (Slurm's submit.sh checks a run with status before queueing).
+            if !meta.config_hash.is_empty() {
+                RunDir::unopened(root, config).check_same_config(&meta)?;
+            }
+            describe(&run, Some(&meta))?
+        }
         None => describe(&RunDir::unopened(root, config), None)?,
     };
     if as_json {
@@ -127,11 +134,11 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
     let arch = Architecture::new(&c.model, c.data.dims, c.data.length);
     let mut members = Vec::new();
     for m in 0..c.train.members {
-        let crate::train::MemberStanding { state, checkpoint: ckpt, attempt } = crate::train::member_state(run, &arch, m)?;
+        let crate::train::MemberStanding { state, checkpoint: ckpt, attempt, epoch } = crate::train::member_state(run, &arch, m)?;
         members.push(json!({
             "index": m,
             "state": state,
-            "epoch": ckpt.as_ref().map_or(0, |c| c.header.epoch),
+            "epoch": epoch,
             "attempt": attempt,
             "weights_hash": ckpt.as_ref().map(|c| c.weights_hash()),
             "test_mse": ckpt.as_ref().and_then(|c| c.header.history.last().map(|l| l.test_mse)),

@@ -63,10 +63,13 @@ fn a_run_directory_goes_on_with_its_own_configuration() {
     let status = status_json(&run_dir);
     assert_eq!(status["stages"]["train"], "complete");
     assert_eq!(status["members"].as_array().unwrap().len(), 2);
-    // Naming a config that differs is still refused, with the way out.
-    let out = agra().arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "-q", "train"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("without --preset, --config or --set"));
+    // Naming a config that differs is still refused, with the way out, by status too (Slurm's
+    // submit.sh checks a sweep with it before queueing anything).
+    for command in ["train", "status"] {
+        let out = agra().arg("--run-dir").arg(&run_dir).args(["--preset", "quick", "-q", command]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("without --preset, --config or --set"), "{command}");
+    }
 }
 
 #[test]

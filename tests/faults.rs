@@ -226,6 +226,7 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     assert_eq!(out.status.code(), Some(1), "a failed member changes the exit code");
     let status = status_json(&failed);
     assert_eq!(status["members"][1]["state"], "failed");
+    assert_eq!(status["members"][1]["epoch"], 3, "the epoch it diverged at (failed.json), not 0");
     assert_eq!(status["members"][0]["state"], "finished", "the others are not stopped");
     let explain = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
     assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");

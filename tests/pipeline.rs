@@ -74,6 +74,9 @@ fn shards_and_pack_sizes_give_the_same_members_as_one_process() {
     let out = run(&sharded, &["explain"]);
     assert_eq!(out.status.code(), Some(2), "missing members refuse explain");
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 (missing)"));
+    // A job array's task running the whole pipeline stops after its shard's training.
+    ok(&sharded, &["run", "--shard", "1/2", "--pack", "1"]);
+    assert_eq!(status_json(&sharded)["stages"]["explain"], "missing");
     ok(&sharded, &["explain", "--allow-partial"]);
     assert_eq!(status_json(&sharded)["stages"]["explain"], "complete");
     ok(&sharded, &["train", "--shard", "0/2", "--pack", "1"]);

@@ -175,8 +175,8 @@ sweep_json="$(status_json "$RUN")" || fail "agra status --json failed on the swe
 
 log "single-process reference run in $REF"
 # Each of the 4 shards holds one member, so each trained in a pack of one; the reference packs
-# the same way, which makes bit-identical weights the bar (another pack size rounds
-# differently, within 1e-4 relative: tests/pipeline.rs).
+# the same way, which makes bit-identical weights the bar whichever kernels run (with
+# libtorch's another pack size rounds differently, within 1e-4 relative: tests/pipeline.rs).
 "$AGRA" --run-dir "$REF" "${AGRA_OPTS[@]}" train --pack 1 >"$WORK/ref.log" 2>&1 \
     || fail "reference 'agra train' failed (see $WORK/ref.log)"
 ref_json="$(status_json "$REF")" || fail "agra status --json failed on the reference run dir"

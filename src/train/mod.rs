@@ -242,13 +242,16 @@ pub struct MemberStanding {
     pub checkpoint: Option<Checkpoint>,
     /// The attempt it is on: its checkpoint's, else its begun retry's (`retry.json`), else 0.
     pub attempt: usize,
+    /// Its checkpoint's epoch; for a failed member the epoch it diverged at (`failed.json`).
+    pub epoch: usize,
 }
 
 pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<MemberStanding> {
     let dir = run.member_dir(member);
     let retry = resume::recorded_attempt(&dir).unwrap_or(0);
     if dir.join(resume::FAILED).exists() {
-        return Ok(MemberStanding { state: "failed", checkpoint: None, attempt: retry });
+        let epoch = resume::failed_epoch(&dir).unwrap_or(0);
+        return Ok(MemberStanding { state: "failed", checkpoint: None, attempt: retry, epoch });
     }
     let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash(), member)?;
     let ckpt = ckpt.filter(|c| c.header.attempt >= retry);
@@ -258,8 +261,8 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
         None if retry > 0 => "in_progress", // a retry begun, before its first checkpoint
         None => "missing",
     };
-    let attempt = ckpt.as_ref().map_or(retry, |c| c.header.attempt);
-    Ok(MemberStanding { state, checkpoint: ckpt, attempt })
+    let (attempt, epoch) = ckpt.as_ref().map_or((retry, 0), |c| (c.header.attempt, c.header.epoch));
+    Ok(MemberStanding { state, checkpoint: ckpt, attempt, epoch })
 }
 
 /// Whether every member has finished, by its own files (run.json's word is not enough: a

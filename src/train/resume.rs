@@ -90,6 +90,12 @@ pub fn begin_retry(dir: &Path, diverged: &MemberStart, retry: &MemberStart, epoc
     checkpoint::remove_all(dir)
 }
 
+/// The epoch `failed.json` says the member diverged at, where it can be read.
+pub fn failed_epoch(dir: &Path) -> Option<usize> {
+    let record: serde_json::Value = serde_json::from_str(&crate::store::read_text(&dir.join(FAILED)).ok()?).ok()?;
+    record["epoch"].as_u64().map(|e| e as usize)
+}
+
 pub fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
     let record = serde_json::json!({
         "member": start.member, "seed": start.seed, "attempt": start.attempt,

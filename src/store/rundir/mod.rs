@@ -148,7 +148,7 @@ impl RunDir {
         self.write_meta(&meta)
     }
 
-    fn check_same_config(&self, meta: &Meta) -> Result<()> {
+    pub fn check_same_config(&self, meta: &Meta) -> Result<()> {
         if meta.config_hash == self.config.hash() {
             return Ok(());
         }

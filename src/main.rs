@@ -71,7 +71,7 @@ fn run() -> Result<()> {
     let run = RunDir::open(&root, &config)?;
     match cli.command {
         Command::Data(args) => emit(g, "data", &data::run(&run, &args, &ui)?),
-        Command::Train(args) => train_stage(g, &run, &devices, &args, &ui),
+        Command::Train(args) => none_failed(&train_stage(g, &run, &devices, &args, &ui)?),
         Command::Explain(args) => emit(g, "explain", &explain::run(&run, &devices, &args, &ui)?),
         Command::Evaluate => emit(g, "evaluate", &metrics::run(&run, &devices, &ui)?),
         Command::Report => emit(g, "report", &report::run(&run, &ui)?),
@@ -119,15 +119,14 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
     }
     let mut failed = Vec::new();
     if !skip(Stage::Train)? {
-        let summary = train::run(run, devices, &args.train, ui)?;
-        emit(g, "train", &summary)?;
-        failed = summary.failed;
-        if !failed.is_empty() && !args.allow_partial {
-            return Err(members_failed(&failed));
+        failed = train_stage(g, run, devices, &args.train, ui)?;
+        if !args.allow_partial {
+            none_failed(&failed)?;
         }
     }
     stop_if_asked()?;
-    if args.train.shard.is_some() && !args.allow_partial && !train::all_finished(run)? {
+    // Training marks its stage complete once every member is finished, this shard's or not.
+    if args.train.shard.is_some() && !args.allow_partial && !run.is_complete(Stage::Train)? {
         // A job array's task: the other shards train elsewhere, and explain needs them all.
         ui.note("run: this shard is trained; explain and what follows wait for every shard's members (`agra run` without --shard then)");
         return Ok(());
@@ -149,14 +148,14 @@ fn pipeline(g: &Global, run: &RunDir, devices: &Devices, args: &cli::RunArgs, ui
         progress::say(format_args!("run: all stages complete in {seconds:.1} s; report at {}", run.report_dir().join("report.md").display()))?;
     }
     // With --allow-partial the stages went on without them; the exit code still says so.
-    if failed.is_empty() { Ok(()) } else { Err(members_failed(&failed)) }
+    none_failed(&failed)
 }
 
-/// Training, whose failed members change the exit code once the summary is out.
-fn train_stage(g: &Global, run: &RunDir, devices: &Devices, args: &cli::TrainArgs, ui: &Progress) -> Result<()> {
+/// Training, with its summary out; the members that failed, which change the exit code.
+fn train_stage(g: &Global, run: &RunDir, devices: &Devices, args: &cli::TrainArgs, ui: &Progress) -> Result<Vec<usize>> {
     let summary = train::run(run, devices, args, ui)?;
     emit(g, "train", &summary)?;
-    if summary.failed.is_empty() { Ok(()) } else { Err(members_failed(&summary.failed)) }
+    Ok(summary.failed)
 }
 
 /// A signal that arrived after training or explain last looked (during its final writes) stops
@@ -168,8 +167,11 @@ fn stop_if_asked() -> Result<()> {
     Ok(())
 }
 
-fn members_failed(failed: &[usize]) -> anyhow::Error {
-    anyhow::anyhow!("members {failed:?} failed (see members/*/failed.json); the others are finished")
+fn none_failed(failed: &[usize]) -> Result<()> {
+    if !failed.is_empty() {
+        anyhow::bail!("members {failed:?} failed (see members/*/failed.json); the others are finished");
+    }
+    Ok(())
 }
 
 /// A stage's summary: one JSON line with --json, else the stage's human form.

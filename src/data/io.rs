@@ -88,7 +88,7 @@ fn encode_split(split: &Split, origin: &str) -> anyhow::Result<Vec<u8>> {
     );
     let table = perturbation_table(split)?;
     let signal_shape = vec![n, split.dims, split.length];
-    let tensors = vec![
+    let mut tensors = vec![
         ("attribution", Dtype::F32, signal_shape.clone(), f32_bytes(&split.attribution)),
         ("ideal", Dtype::F32, signal_shape.clone(), f32_bytes(&split.ideal)),
         ("mask", Dtype::U8, signal_shape.clone(), split.mask.clone()),
@@ -96,9 +96,9 @@ fn encode_split(split: &Split, origin: &str) -> anyhow::Result<Vec<u8>> {
         ("perturbed", Dtype::F32, signal_shape, f32_bytes(&split.perturbed)),
         ("scores", Dtype::F32, vec![n], f32_bytes(&split.scores)),
     ];
-    let mut sorted: Vec<_> = tensors.iter().collect();
-    sorted.sort_by(|a, b| by_layout((a.0, a.1), (b.0, b.1)));
-    let content = crate::store::sha256_hex(&sorted.iter().map(|t| t.3.as_slice()).collect::<Vec<_>>());
+    // In the file's order, so the hash covers the bytes after the header as they lie.
+    tensors.sort_by(|a, b| by_layout((a.0, a.1), (b.0, b.1)));
+    let content = crate::store::sha256_hex(&tensors.iter().map(|t| t.3.as_slice()).collect::<Vec<_>>());
     let metadata = [("format", FORMAT), ("version", VERSION), ("origin", origin), ("content_sha256", &content)];
     Ok(encode_safetensors(tensors, &metadata))
 }

@@ -4,15 +4,28 @@
 //! unfolded matrix is never built; its transpose (for the weight gradient) is the same memory
 //! with the strides swapped.
 //!
-//! Register tiles of 6 x 16 (12 AVX2 accumulators, as in BLIS's Haswell kernel) over k-blocks
-//! that keep the touched rows of A and B in L1. Deterministic: the summation order depends on
-//! the shapes only, so equal inputs give bit-identical outputs (exact resume relies on it).
+//! Register tiles of 6 x 16 (12 AVX2 accumulators, as in BLIS's Haswell kernel), or 8 x 32
+//! with AVX-512 (16 accumulators of 16 lanes), over k-blocks that keep the touched rows of A
+//! and B in L1. Deterministic: the summation order depends on the shapes only, so equal inputs
+//! give bit-identical outputs (exact resume relies on it). Every C element is the same chain of
+//! fused multiply-adds in both vector widths (from zero over a k-block's depth, then added to
+//! C), so the AVX2 and AVX-512 tiles agree bit for bit and a run may resume on either CPU.
 
-/// Rows and columns of a register tile.
+/// Rows and columns of a register tile: AVX2's, and AVX-512's (two registers a row).
 const MR: usize = 6;
 pub const NR: usize = 16;
-/// Depth of a k-block: MR rows of A and KC rows of B (KC x NR floats = 16 KB) stay in L1.
+const MR_512: usize = 8;
+const NR_512: usize = 32;
+/// Depth of a k-block: MR rows of A and KC rows of B (KC x NR_512 floats = 32 KB) stay in L1.
 const KC: usize = 256;
+
+/// The tile kernels a CPU can run, slowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Portable,
+    Avx2,
+    Avx512,
+}
 
 /// A read-only matrix view: element (i, j) is `data[offset + i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -61,7 +74,7 @@ pub fn gemm(
     assert!(a.last_index(m, k) < a.data.len(), "gemm: A out of bounds");
     assert!(b.cs == 1 && b.last_index(k, n) < b.data.len(), "gemm: B out of bounds");
     assert!(c_offset + (m - 1) * crs + n <= c.len(), "gemm: C out of bounds");
-    let fma = has_fma();
+    let isa = isa();
     for l0 in (0..k).step_by(KC) {
         let block = Tile {
             kc: KC.min(k - l0),
@@ -74,8 +87,9 @@ pub fn gemm(
             crs,
             acc: accumulate || l0 > 0,
         };
-        // SAFETY: the asserts above bound every row < m, column < n and depth < k.
-        unsafe { block.run(m, n, fma) };
+        // SAFETY: the asserts above bound every row < m, column < n and depth < k; `isa` says
+        // which instructions the CPU has.
+        unsafe { block.run(m, n, isa) };
     }
 }
 
@@ -95,13 +109,20 @@ struct Tile {
 
 impl Tile {
     /// Every tile of the k-block C[m x n] (+)= A[m x kc] B[kc x n].
-    unsafe fn run(&self, m: usize, n: usize, fma: bool) {
+    unsafe fn run(&self, m: usize, n: usize, isa: Isa) {
         #[cfg(target_arch = "x86_64")]
-        if fma {
-            return self.avx2_tiles(m, n);
+        match isa {
+            Isa::Avx512 => return self.avx512_tiles(m, n),
+            Isa::Avx2 => return self.avx2_tiles(m, n),
+            Isa::Portable => {}
         }
-        let _ = fma;
+        let _ = isa;
         self.tiles::<false>(m, n)
+    }
+
+    /// The tile at row `i0` and column `j0` of this one.
+    unsafe fn at(&self, i0: usize, j0: usize) -> Tile {
+        Tile { a: self.a.add(i0 * self.ars), b: self.b.add(j0), c: self.c.add(i0 * self.crs + j0), ..*self }
     }
 
     /// The tile loop compiled with AVX2, so that each tile's kernel is inlined into it: a call
@@ -112,17 +133,29 @@ impl Tile {
         self.tiles::<true>(m, n)
     }
 
+    /// The AVX-512 tile loop: 8 x 32 tiles, and a register a row where 16 columns or fewer
+    /// are left (the layers with 16 channels), masked past the last column.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_tiles(&self, m: usize, n: usize) {
+        for i0 in (0..m).step_by(MR_512) {
+            for j0 in (0..n).step_by(NR_512) {
+                let (mr, nr, tile) = (MR_512.min(m - i0), NR_512.min(n - j0), self.at(i0, j0));
+                match nr {
+                    NR_512 => tile.avx512_rows::<2, true>(mr, nr),
+                    17.. => tile.avx512_rows::<2, false>(mr, nr),
+                    16 => tile.avx512_rows::<1, true>(mr, nr),
+                    _ => tile.avx512_rows::<1, false>(mr, nr),
+                }
+            }
+        }
+    }
+
     #[inline(always)]
     unsafe fn tiles<const AVX2: bool>(&self, m: usize, n: usize) {
         for i0 in (0..m).step_by(MR) {
             for j0 in (0..n).step_by(NR) {
-                let (mr, nr) = (MR.min(m - i0), NR.min(n - j0));
-                let tile = Tile {
-                    a: self.a.add(i0 * self.ars),
-                    b: self.b.add(j0),
-                    c: self.c.add(i0 * self.crs + j0),
-                    ..*self
-                };
+                let (mr, nr, tile) = (MR.min(m - i0), NR.min(n - j0), self.at(i0, j0));
                 #[cfg(target_arch = "x86_64")]
                 if AVX2 {
                     if nr == NR {
@@ -148,6 +181,59 @@ impl Tile {
             3 => self.avx2::<3, FULL>(nr),
             2 => self.avx2::<2, FULL>(nr),
             _ => self.avx2::<1, FULL>(nr),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn avx512_rows<const W: usize, const FULL: bool>(&self, mr: usize, nr: usize) {
+        match mr {
+            8 => self.avx512::<8, W, FULL>(nr),
+            7 => self.avx512::<7, W, FULL>(nr),
+            6 => self.avx512::<6, W, FULL>(nr),
+            5 => self.avx512::<5, W, FULL>(nr),
+            4 => self.avx512::<4, W, FULL>(nr),
+            3 => self.avx512::<3, W, FULL>(nr),
+            2 => self.avx512::<2, W, FULL>(nr),
+            _ => self.avx512::<1, W, FULL>(nr),
+        }
+    }
+
+    /// R rows of A against W registers of 16 columns of B; with `FULL` false only the first
+    /// `nr` columns are read and written (masked: nothing past the matrix is touched). The
+    /// same chain per element as `avx2`, so the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512<const R: usize, const W: usize, const FULL: bool>(&self, nr: usize) {
+        use std::arch::x86_64::*;
+        let masks: [__mmask16; W] = std::array::from_fn(|w| ((1u32 << nr.saturating_sub(16 * w).min(16)) - 1) as u16);
+        let mut acc = [[_mm512_setzero_ps(); W]; R];
+        for l in 0..self.kc {
+            let b = self.b.add(l * self.brs);
+            let mut bv = [_mm512_setzero_ps(); W];
+            for (w, v) in bv.iter_mut().enumerate() {
+                *v = if FULL { _mm512_loadu_ps(b.add(16 * w)) } else { _mm512_maskz_loadu_ps(masks[w], b.add(16 * w)) };
+            }
+            let a = self.a.add(l * self.acs);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i * self.ars));
+                for (r, &v) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_fmadd_ps(av, v, *r);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (w, &r) in row.iter().enumerate() {
+                let c = self.c.add(i * self.crs + 16 * w);
+                if FULL {
+                    let r = if self.acc { _mm512_add_ps(_mm512_loadu_ps(c), r) } else { r };
+                    _mm512_storeu_ps(c, r);
+                } else {
+                    let r = if self.acc { _mm512_add_ps(_mm512_maskz_loadu_ps(masks[w], c), r) } else { r };
+                    _mm512_mask_storeu_ps(c, masks[w], r);
+                }
+            }
         }
     }
 
@@ -224,18 +310,20 @@ impl Tile {
     }
 }
 
-/// Whether the AVX2 + FMA tiles can run (std caches the CPUID query).
-pub fn has_fma() -> bool {
+/// The widest tiles this CPU runs (std caches the CPUID queries); a test may ask for narrower.
+pub fn isa() -> Isa {
     #[cfg(test)]
-    if tests::PORTABLE_ONLY.with(std::cell::Cell::get) {
-        return false;
+    if let Some(isa) = tests::FORCED.with(std::cell::Cell::get) {
+        return isa;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            return if has!("avx512f") { Isa::Avx512 } else { Isa::Avx2 };
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    Isa::Portable
 }
 
 #[cfg(test)]
@@ -260,22 +348,29 @@ pub(crate) mod tests {
     }
 
     thread_local! {
-        /// Set by a test to run the plain-Rust tiles on a CPU that has AVX2 and FMA.
-        pub static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Set by a test to run narrower tiles than the CPU has.
+        pub static FORCED: std::cell::Cell<Option<Isa>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// Every kind of tile this CPU can run, narrowest last; runs `f` with each forced.
+    pub fn each_isa(mut f: impl FnMut(Isa)) {
+        let widest = isa();
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable].into_iter().filter(|&i| i <= widest) {
+            FORCED.with(|f| f.set(Some(isa)));
+            f(isa);
+        }
+        FORCED.with(|f| f.set(None));
     }
 
     /// Shapes that hit full tiles, every edge, several k-blocks and overlapping rows of A; with
-    /// the AVX2 tiles (where the CPU has them) and with the plain-Rust ones.
+    /// each kind of tile the CPU has.
     #[test]
     fn matches_the_naive_product_on_edges_strides_and_overlapping_rows() {
-        for portable in [false, true] {
-            PORTABLE_ONLY.with(|p| p.set(portable));
-            products_match_the_naive_one();
-        }
+        each_isa(|_| products_match_the_naive_one());
     }
 
     fn products_match_the_naive_one() {
-        for &(m, n, k) in &[(1, 1, 1), (6, 16, 5), (13, 33, 300), (7, 16, 600), (40, 20, 3)] {
+        for &(m, n, k) in &[(1, 1, 1), (6, 16, 5), (13, 33, 300), (7, 16, 600), (40, 20, 3), (17, 70, 40), (9, 31, 2)] {
             let x = values(m * 3 + k + 8, 1);
             // Overlapping rows: row i starts 3 floats after row i-1, like a convolution's windows.
             let a = Strided { data: &x, offset: 2, rs: 3, cs: 1 };
@@ -317,5 +412,26 @@ pub(crate) mod tests {
             c
         };
         assert_eq!(run(), run());
+    }
+
+    /// The AVX2 and AVX-512 tiles give the same bits (the same chain of fused multiply-adds per
+    /// element), on full tiles, both kinds of edge, several k-blocks and accumulation.
+    #[test]
+    fn avx2_and_avx512_tiles_agree_bit_for_bit() {
+        if isa() < Isa::Avx512 {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+            return;
+        }
+        for &(m, n, k) in &[(64, 32, 600), (13, 48, 17), (30, 16, 300), (9, 70, 5), (5, 7, 260)] {
+            let (x, y) = (values(m * k, 5), values(k * n, 11));
+            let run = |isa| {
+                FORCED.with(|f| f.set(Some(isa)));
+                let mut c = values(m * n, 2);
+                gemm(m, n, k, Strided::rows(&x, 0, k), Strided::rows(&y, 0, n), &mut c, 0, n, true);
+                FORCED.with(|f| f.set(None));
+                c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert!(run(Isa::Avx2) == run(Isa::Avx512), "({m},{n},{k})");
+        }
     }
 }

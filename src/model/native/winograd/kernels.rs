@@ -2,11 +2,12 @@
 //! the output gradient) and the points back into rows (`at`), and `combine`, the dense sum
 //! they fall back to (and that transforms the weights).
 //!
-//! The AVX2 passes use the pairing of the points (`transform::paired`): each pair of rows
-//! comes from an even and an odd half sum, 32 instead of 64 operations per tile and channel
-//! for `bt`, 20 instead of 32 for `at` and for `a`, and one call runs every tile (instead of a
-//! call with its bounds checks per tile). Summing in another order than the dense transform
-//! moves results by f32 roundings only (the layer test bounds both).
+//! The vector passes (`simd`: one body for AVX2's and AVX-512's registers, which give the same
+//! bits) use the pairing of the points (`transform::paired`): each pair of rows comes from an
+//! even and an odd half sum, 32 instead of 64 operations per tile and channel for `bt`, 20
+//! instead of 32 for `at` and for `a`, and one call runs every tile (instead of a call with its
+//! bounds checks per tile). Summing in another order than the dense transform moves results by
+//! f32 roundings only (the layer test bounds both).
 
 use super::transform::{Coef, Transform, TILE};
 use super::{Conv, Pooled};
@@ -26,7 +27,7 @@ impl Tiles {
     }
 
     /// Calls `f(tile, row)` for every tile: its index and its first row. (Inlined, so the
-    /// AVX2 passes' closures compile with their features.)
+    /// vector passes' closures compile with their features.)
     #[inline(always)]
     fn each(&self, mut f: impl FnMut(usize, usize)) {
         let per_sample = self.conv.t / TILE;
@@ -45,7 +46,7 @@ impl Tiles {
     }
 }
 
-/// Which pass: its rows in per tile, the dense transform it computes, the AVX2 kernel.
+/// Which pass: its rows in per tile, the dense transform it computes, the vector kernel.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     /// `bt`: alpha input rows into the points.
@@ -81,28 +82,25 @@ pub fn output_rows(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst: &mu
     run(tf, Pass::Output, tiles, src, c, dst, pooled)
 }
 
-/// A pass after its bounds are checked: the paired AVX2 kernel where it applies, else `combine`
+/// A pass after its bounds are checked: the paired vector kernel where it applies, else `combine`
 /// per tile (then `pool_relu` over the output rows, for a pooled output pass).
 fn run(tf: &Transform, pass: Pass, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32], mut pooled: Option<Pooled>) {
     #[cfg(target_arch = "x86_64")]
-    if tf.paired && c.is_multiple_of(8) && super::super::gemm::has_fma() {
+    if tf.paired {
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let pool = pooled.as_mut().map(|p| avx2::Pool { out: p.out.as_mut_ptr(), seg: p.seg, pad: p.pad });
-        let (at, none) = (&tf.at.w, avx2::Pool::NONE);
+        let pool = pooled.as_mut().map(|p| simd::Pool { out: p.out.as_mut_ptr(), seg: p.seg, pad: p.pad });
         // SAFETY: the callers' asserts bound every row, point and pooled row the kernels touch;
-        // AVX2 and FMA are present; `paired` holds, so the kernels' sums are the transforms.
-        unsafe {
-            match (pass, tf.alpha, pool) {
-                (Pass::Input, 8, _) => return avx2::input::<8>(&tf.bt.w, tiles, s, c, d),
-                (Pass::Input, 6, _) => return avx2::input::<6>(&tf.bt.w, tiles, s, c, d),
-                (Pass::Gradient, 8, _) => return avx2::gradient::<8>(&tf.a.w, tiles, s, c, d),
-                (Pass::Gradient, 6, _) => return avx2::gradient::<6>(&tf.a.w, tiles, s, c, d),
-                (Pass::Output, 8, None) => return avx2::output::<8, false>(at, tiles, s, c, d, none),
-                (Pass::Output, 6, None) => return avx2::output::<6, false>(at, tiles, s, c, d, none),
-                (Pass::Output, 8, Some(pool)) => return avx2::output::<8, true>(at, tiles, s, c, d, pool),
-                (Pass::Output, 6, Some(pool)) => return avx2::output::<6, true>(at, tiles, s, c, d, pool),
-                _ => {}
+        // `lanes` checks the CPU's features and that c is whole registers; `paired` holds, so
+        // the kernels' sums are the transforms.
+        let done = unsafe {
+            match simd::lanes(c) {
+                16 => simd::paired_avx512(tf, pass, tiles, s, c, d, pool),
+                8 => simd::paired_avx2(tf, pass, tiles, s, c, d, pool),
+                _ => false,
             }
+        };
+        if done {
+            return;
         }
     }
     let count = tiles.count();
@@ -141,9 +139,13 @@ pub fn combine(coef: &Coef, src: &[f32], from: Rows, dst: &mut [f32], to: Rows, 
     assert!(from.offset + (inputs - 1) * from.stride + c <= src.len(), "combine: source out of bounds");
     assert!(to.offset + (outputs - 1) * to.stride + c <= dst.len(), "combine: destination out of bounds");
     #[cfg(target_arch = "x86_64")]
-    if c.is_multiple_of(8) && inputs <= 8 && super::super::gemm::has_fma() {
-        // SAFETY: the asserts bound every row read and written; AVX2 and FMA are present.
-        return unsafe { avx2::combine(w, inputs, src, from, dst, to, c, accumulate) };
+    if inputs <= 8 {
+        // SAFETY: the asserts bound every row read and written; `lanes` checks the CPU.
+        match simd::lanes(c) {
+            16 => return unsafe { simd::combine_avx512(w, inputs, src, from, dst, to, c, accumulate) },
+            8 => return unsafe { simd::combine_avx2(w, inputs, src, from, dst, to, c, accumulate) },
+            _ => {}
+        }
     }
     for (p, weights) in w.chunks_exact(inputs).enumerate() {
         let out = &mut dst[to.offset + p * to.stride..][..c];
@@ -157,50 +159,120 @@ pub fn combine(coef: &Coef, src: &[f32], from: Rows, dst: &mut [f32], to: Rows, 
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Rows, Tiles, TILE};
-    use std::arch::x86_64::*;
+mod simd {
+    use super::super::lanes::Lanes;
+    use super::super::transform::Transform;
+    use super::{Pass, Rows, Tiles, TILE};
+    use crate::model::native::gemm::{isa, Isa};
+    use std::arch::x86_64::{__m256, __m512};
+
+    /// The lanes a register the passes use holds for rows of `c` channels on this CPU: 16
+    /// (AVX-512), 8 (AVX2) or 0 (neither fits: plain Rust).
+    pub fn lanes(c: usize) -> usize {
+        match isa() {
+            Isa::Avx512 if c.is_multiple_of(16) => 16,
+            Isa::Avx512 | Isa::Avx2 if c.is_multiple_of(8) => 8,
+            _ => 0,
+        }
+    }
+
+    /// The paired pass for `tf`'s alpha (6 or 8) in AVX-512 registers; false where there is
+    /// none (the caller falls back to `combine`).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn paired_avx512(
+        tf: &Transform,
+        pass: Pass,
+        tiles: Tiles,
+        s: *const f32,
+        c: usize,
+        d: *mut f32,
+        pool: Option<Pool>,
+    ) -> bool {
+        paired::<__m512>(tf, pass, tiles, s, c, d, pool)
+    }
+
+    /// As `paired_avx512`, in AVX2 registers.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn paired_avx2(
+        tf: &Transform,
+        pass: Pass,
+        tiles: Tiles,
+        s: *const f32,
+        c: usize,
+        d: *mut f32,
+        pool: Option<Pool>,
+    ) -> bool {
+        paired::<__m256>(tf, pass, tiles, s, c, d, pool)
+    }
+
+    /// The body of both: inlined into each, so it compiles with its features.
+    #[inline(always)]
+    unsafe fn paired<V: Lanes>(
+        tf: &Transform,
+        pass: Pass,
+        tiles: Tiles,
+        s: *const f32,
+        c: usize,
+        d: *mut f32,
+        pool: Option<Pool>,
+    ) -> bool {
+        let (at, none) = (&tf.at.w, Pool::NONE);
+        match (pass, tf.alpha, pool) {
+            (Pass::Input, 8, _) => input::<V, 8>(&tf.bt.w, tiles, s, c, d),
+            (Pass::Input, 6, _) => input::<V, 6>(&tf.bt.w, tiles, s, c, d),
+            (Pass::Gradient, 8, _) => gradient::<V, 8>(&tf.a.w, tiles, s, c, d),
+            (Pass::Gradient, 6, _) => gradient::<V, 6>(&tf.a.w, tiles, s, c, d),
+            (Pass::Output, 8, None) => output::<V, 8, false>(at, tiles, s, c, d, none),
+            (Pass::Output, 6, None) => output::<V, 6, false>(at, tiles, s, c, d, none),
+            (Pass::Output, 8, Some(pool)) => output::<V, 8, true>(at, tiles, s, c, d, pool),
+            (Pass::Output, 6, Some(pool)) => output::<V, 6, true>(at, tiles, s, c, d, pool),
+            _ => return false,
+        }
+        true
+    }
 
     /// Coefficient `i` in every lane.
     #[inline(always)]
-    unsafe fn at(w: &[f32], i: usize) -> __m256 {
-        _mm256_set1_ps(*w.get_unchecked(i))
+    unsafe fn at<V: Lanes>(w: &[f32], i: usize) -> V {
+        V::splat(*w.get_unchecked(i))
     }
 
     /// `bt` in pairs: point 0 from the even rows, infinity from the odd ones, and each pair
     /// (p, p + 1) as E + O and E - O, E over the even rows 2.., O over the odd rows ..A-2.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn input<const A: usize>(bt: &[f32], tiles: Tiles, src: *const f32, c: usize, dst: *mut f32) {
+    #[inline(always)]
+    unsafe fn input<V: Lanes, const A: usize>(bt: &[f32], tiles: Tiles, src: *const f32, c: usize, dst: *mut f32) {
         let plane = tiles.count() * c;
         tiles.each(|tile, row| {
-            for j in (0..c).step_by(8) {
-                let mut x = [_mm256_setzero_ps(); A];
+            for j in (0..c).step_by(V::N) {
+                let mut x = [V::zero(); A];
                 for (r, xr) in x.iter_mut().enumerate() {
-                    *xr = _mm256_loadu_ps(src.add((row + r) * c + j));
+                    *xr = V::load(src.add((row + r) * c + j));
                 }
                 let out = dst.add(tile * c + j);
-                let mut zero = _mm256_mul_ps(at(bt, 0), x[0]);
+                let mut zero = at::<V>(bt, 0).mul(x[0]);
                 for r in (2..A - 1).step_by(2) {
-                    zero = _mm256_fmadd_ps(at(bt, r), x[r], zero);
+                    zero = at::<V>(bt, r).mul_add(x[r], zero);
                 }
-                _mm256_storeu_ps(out, zero);
+                zero.store(out);
                 let last = (A - 1) * A;
-                let mut inf = _mm256_mul_ps(at(bt, last + 1), x[1]);
+                let mut inf = at::<V>(bt, last + 1).mul(x[1]);
                 for r in (3..A).step_by(2) {
-                    inf = _mm256_fmadd_ps(at(bt, last + r), x[r], inf);
+                    inf = at::<V>(bt, last + r).mul_add(x[r], inf);
                 }
-                _mm256_storeu_ps(out.add((A - 1) * plane), inf);
+                inf.store(out.add((A - 1) * plane));
                 for p in (1..A - 1).step_by(2) {
-                    let mut even = _mm256_mul_ps(at(bt, p * A + 2), x[2]);
+                    let mut even = at::<V>(bt, p * A + 2).mul(x[2]);
                     for r in (4..A - 1).step_by(2) {
-                        even = _mm256_fmadd_ps(at(bt, p * A + r), x[r], even);
+                        even = at::<V>(bt, p * A + r).mul_add(x[r], even);
                     }
-                    let mut odd = _mm256_mul_ps(at(bt, p * A + 1), x[1]);
+                    let mut odd = at::<V>(bt, p * A + 1).mul(x[1]);
                     for r in (3..A - 2).step_by(2) {
-                        odd = _mm256_fmadd_ps(at(bt, p * A + r), x[r], odd);
+                        odd = at::<V>(bt, p * A + r).mul_add(x[r], odd);
                     }
-                    _mm256_storeu_ps(out.add(p * plane), _mm256_add_ps(even, odd));
-                    _mm256_storeu_ps(out.add((p + 1) * plane), _mm256_sub_ps(even, odd));
+                    even.add(odd).store(out.add(p * plane));
+                    even.sub(odd).store(out.add((p + 1) * plane));
                 }
             }
         });
@@ -208,24 +280,24 @@ mod avx2 {
 
     /// `a` in pairs: point 0 is row 0, infinity row TILE - 1, and each pair (p, p + 1) is
     /// E + O and E - O with E from rows 0 and 2, O from rows 1 and 3.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gradient<const A: usize>(a: &[f32], tiles: Tiles, src: *const f32, c: usize, dst: *mut f32) {
+    #[inline(always)]
+    unsafe fn gradient<V: Lanes, const A: usize>(a: &[f32], tiles: Tiles, src: *const f32, c: usize, dst: *mut f32) {
         let plane = tiles.count() * c;
         tiles.each(|tile, row| {
-            for j in (0..c).step_by(8) {
-                let mut d = [_mm256_setzero_ps(); TILE];
+            for j in (0..c).step_by(V::N) {
+                let mut d = [V::zero(); TILE];
                 for (r, dr) in d.iter_mut().enumerate() {
-                    *dr = _mm256_loadu_ps(src.add((row + r) * c + j));
+                    *dr = V::load(src.add((row + r) * c + j));
                 }
                 let out = dst.add(tile * c + j);
-                _mm256_storeu_ps(out, _mm256_mul_ps(at(a, 0), d[0]));
+                at::<V>(a, 0).mul(d[0]).store(out);
                 let last = (A - 1) * TILE;
-                _mm256_storeu_ps(out.add((A - 1) * plane), _mm256_mul_ps(at(a, last + TILE - 1), d[TILE - 1]));
+                at::<V>(a, last + TILE - 1).mul(d[TILE - 1]).store(out.add((A - 1) * plane));
                 for p in (1..A - 1).step_by(2) {
-                    let even = _mm256_fmadd_ps(at(a, p * TILE + 2), d[2], _mm256_mul_ps(at(a, p * TILE), d[0]));
-                    let odd = _mm256_fmadd_ps(at(a, p * TILE + 3), d[3], _mm256_mul_ps(at(a, p * TILE + 1), d[1]));
-                    _mm256_storeu_ps(out.add(p * plane), _mm256_add_ps(even, odd));
-                    _mm256_storeu_ps(out.add((p + 1) * plane), _mm256_sub_ps(even, odd));
+                    let even = at::<V>(a, p * TILE + 2).mul_add(d[2], at::<V>(a, p * TILE).mul(d[0]));
+                    let odd = at::<V>(a, p * TILE + 3).mul_add(d[3], at::<V>(a, p * TILE + 1).mul(d[1]));
+                    even.add(odd).store(out.add(p * plane));
+                    even.sub(odd).store(out.add((p + 1) * plane));
                 }
             }
         });
@@ -247,8 +319,8 @@ mod avx2 {
     /// p^j, point 0 only in output 0 and infinity only in the last. With `POOL`, rows (0, 1)
     /// and (2, 3) are also max-pooled and ReLU'd into `pool`: `max(o, e)` is `o > e ? o : e`
     /// and `max(0, v)` is `0 > v ? 0 : v`, `pool_relu`'s operations, NaN included.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn output<const A: usize, const POOL: bool>(
+    #[inline(always)]
+    unsafe fn output<V: Lanes, const A: usize, const POOL: bool>(
         at_: &[f32],
         tiles: Tiles,
         src: *const f32,
@@ -258,54 +330,86 @@ mod avx2 {
     ) {
         let (plane, per_sample) = (tiles.count() * c, tiles.conv.t / TILE);
         tiles.each(|tile, row| {
-            for j in (0..c).step_by(8) {
+            for j in (0..c).step_by(V::N) {
                 let from = src.add(tile * c + j);
-                let mut x = [_mm256_setzero_ps(); A];
+                let mut x = [V::zero(); A];
                 for (p, xp) in x.iter_mut().enumerate() {
-                    *xp = _mm256_loadu_ps(from.add(p * plane));
+                    *xp = V::load(from.add(p * plane));
                 }
                 // Pair q of points (2q + 1, 2q + 2): their sum in slot 2q + 1, difference in 2q + 2.
                 let mut sd = x;
                 for p in (1..A - 1).step_by(2) {
-                    sd[p] = _mm256_add_ps(x[p], x[p + 1]);
-                    sd[p + 1] = _mm256_sub_ps(x[p], x[p + 1]);
+                    sd[p] = x[p].add(x[p + 1]);
+                    sd[p + 1] = x[p].sub(x[p + 1]);
                 }
-                let mut y = [_mm256_setzero_ps(); TILE];
+                let mut y = [V::zero(); TILE];
                 for (out, acc) in y.iter_mut().enumerate() {
                     let base = out * A;
                     let pick = out % 2; // 0: sums, 1: differences
-                    *acc = _mm256_mul_ps(at(at_, base + 1), sd[1 + pick]);
+                    *acc = at::<V>(at_, base + 1).mul(sd[1 + pick]);
                     for p in (3..A - 1).step_by(2) {
-                        *acc = _mm256_fmadd_ps(at(at_, base + p), sd[p + pick], *acc);
+                        *acc = at::<V>(at_, base + p).mul_add(sd[p + pick], *acc);
                     }
                     if out == 0 {
-                        *acc = _mm256_fmadd_ps(at(at_, base), x[0], *acc);
+                        *acc = at::<V>(at_, base).mul_add(x[0], *acc);
                     }
                     if out == TILE - 1 {
-                        *acc = _mm256_fmadd_ps(at(at_, base + A - 1), x[A - 1], *acc);
+                        *acc = at::<V>(at_, base + A - 1).mul_add(x[A - 1], *acc);
                     }
-                    _mm256_storeu_ps(dst.add((row + out) * c + j), *acc);
+                    acc.store(dst.add((row + out) * c + j));
                 }
                 if POOL {
                     let (s, i) = (tile / per_sample, tile % per_sample);
                     let first = s * pool.seg + pool.pad + TILE / 2 * i;
                     for q in 0..TILE / 2 {
-                        let max = _mm256_max_ps(y[2 * q + 1], y[2 * q]);
-                        _mm256_storeu_ps(pool.out.add((first + q) * c + j), _mm256_max_ps(_mm256_setzero_ps(), max));
+                        let max = y[2 * q + 1].max(y[2 * q]);
+                        V::zero().max(max).store(pool.out.add((first + q) * c + j));
                     }
                 }
             }
         });
     }
 
-    /// `combine` in registers, eight channels at a time: the inputs' rows are loaded once and
-    /// every output is one chain of multiply-adds. Skipping the third of the coefficients that
-    /// are zero made it slower, with a branch per coefficient (2.2 against 1.85 ms a step) or
-    /// with lists of the nonzero ones (whose indexing moves the rows out of registers); the
-    /// paired passes above skip them by construction instead.
+    /// `combine` in AVX-512 registers.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn combine_avx512(
+        w: &[f32],
+        inputs: usize,
+        src: &[f32],
+        from: Rows,
+        dst: &mut [f32],
+        to: Rows,
+        c: usize,
+        acc: bool,
+    ) {
+        combine::<__m512>(w, inputs, src, from, dst, to, c, acc)
+    }
+
+    /// `combine` in AVX2 registers.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn combine(
+    pub unsafe fn combine_avx2(
+        w: &[f32],
+        inputs: usize,
+        src: &[f32],
+        from: Rows,
+        dst: &mut [f32],
+        to: Rows,
+        c: usize,
+        acc: bool,
+    ) {
+        combine::<__m256>(w, inputs, src, from, dst, to, c, acc)
+    }
+
+    /// `combine` in registers, a register of channels at a time: the inputs' rows are loaded
+    /// once and every output is one chain of multiply-adds. Skipping the third of the
+    /// coefficients that are zero made it slower, with a branch per coefficient (2.2 against
+    /// 1.85 ms a step) or with lists of the nonzero ones (whose indexing moves the rows out of
+    /// registers); the paired passes above skip them by construction instead.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn combine<V: Lanes>(
         coef: &[f32],
         inputs: usize,
         src: &[f32],
@@ -316,18 +420,18 @@ mod avx2 {
         accumulate: bool,
     ) {
         let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
-        for j in (0..c).step_by(8) {
-            let mut x = [_mm256_setzero_ps(); 8];
+        for j in (0..c).step_by(V::N) {
+            let mut x = [V::zero(); 8];
             for (r, xr) in x.iter_mut().enumerate().take(inputs) {
-                *xr = _mm256_loadu_ps(src.add(from.offset + r * from.stride + j));
+                *xr = V::load(src.add(from.offset + r * from.stride + j));
             }
             for (p, weights) in coef.chunks_exact(inputs).enumerate() {
                 let out = dst.add(to.offset + p * to.stride + j);
-                let mut acc = if accumulate { _mm256_loadu_ps(out) } else { _mm256_setzero_ps() };
+                let mut acc = if accumulate { V::load(out) } else { V::zero() };
                 for (&w, &xr) in weights.iter().zip(&x) {
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), xr, acc);
+                    acc = V::splat(w).mul_add(xr, acc);
                 }
-                _mm256_storeu_ps(out, acc);
+                acc.store(out);
             }
         }
     }

@@ -24,6 +24,8 @@ use kernels::{combine, Rows, Tiles};
 use transform::{Transform, TILE};
 
 mod kernels;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 mod transform;
 
 /// A wide layer's Winograd buffers, sized for `capacity` samples.
@@ -133,7 +135,7 @@ fn products(alpha: usize, tiles: usize, [c_in, c_out]: [usize; 2], v: &[f32], u:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::native::gemm::tests::PORTABLE_ONLY;
+    use crate::model::native::gemm::{tests::each_isa, Isa};
 
     /// Values in [-1, 1) from a hash: the same on every machine.
     fn values(len: usize, salt: u64) -> Vec<f32> {
@@ -149,85 +151,95 @@ mod tests {
     /// A layer's forward, input gradient and weight gradient through F(4, k) equal the direct
     /// sums (in f64) to within a few f32 roundings of their magnitudes, over several samples
     /// (rows between samples must neither leak in nor be needed), with accumulation. F(4, 5)
-    /// and F(4, 3); channels in whole AVX2 registers (the paired passes) and not (dense sums);
-    /// then everything again in plain Rust.
+    /// and F(4, 3); channels in whole AVX-512 or AVX2 registers (the paired passes) and not
+    /// (dense sums); with each kind of kernel the CPU has, the last in plain Rust.
     #[test]
     fn a_layer_through_the_transforms_equals_the_direct_sums() {
         let shapes = [(16, 32, 64, 5), (32, 16, 32, 5), (20, 12, 16, 5), (16, 24, 32, 3)];
-        for ((c_in, c_out, t, k), portable) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
-            PORTABLE_ONLY.with(|p| p.set(portable));
-            let (pad, b) = (k / 2, 3);
-            let conv = Conv { c_in, c_out, t, k, pad };
-            let seg = conv.seg();
-            let mut wino = Winograd::new(conv, b + 1).unwrap();
-            let valid = |row: usize| row % seg < t;
-            // Padded input: each sample's pad rows zero; dy: 2 pad zero rows, then output rows,
-            // zero between samples.
-            let mut x = values(b * seg * c_in, 1);
-            x.chunks_exact_mut(c_in)
-                .enumerate()
-                .filter(|(r, _)| !(pad..pad + t).contains(&(r % seg)))
-                .for_each(|(_, row)| row.fill(0.0));
-            let mut dy = vec![0.0; ((b + 1) * seg + 2 * pad) * c_out];
-            for (r, row) in values(b * seg * c_out, 2).chunks_exact(c_out).enumerate().filter(|(r, _)| valid(*r)) {
-                dy[(2 * pad + r) * c_out..][..c_out].copy_from_slice(row);
+        for (c_in, c_out, t, k) in shapes {
+            let mut outputs = Vec::new();
+            each_isa(|isa| outputs.push((isa, a_layer_equals_the_direct_sums(c_in, c_out, t, k, isa))));
+            // AVX-512's registers and AVX2's give the same bits, transforms and tiles alike.
+            if let [(Isa::Avx512, wide), (Isa::Avx2, narrow), ..] = &outputs[..] {
+                assert!(wide == narrow, "({c_in}, {c_out}): AVX-512 and AVX2 differ");
             }
-            // w [k, c_in, c_out]; w_back [k, c_out, c_in] flipped in time.
-            let w = values(k * c_in * c_out, 3);
-            let mut w_back = vec![0.0; w.len()];
-            for kk in 0..k {
-                for c in 0..c_in {
-                    for o in 0..c_out {
-                        w_back[((k - 1 - kk) * c_out + o) * c_in + c] = w[(kk * c_in + c) * c_out + o];
-                    }
-                }
-            }
-            wino.set_weights(&w, &w_back);
-
-            let mut y = vec![0.0; (b + 1) * seg * c_out];
-            // Pooled into rows with one pad row around each sample's t / 2: bit for bit what
-            // the separate pass computes from y.
-            let (pseg, mut pooled) = (t / 2 + 2, vec![f32::NAN; (b + 1) * (t / 2 + 2) * c_out]);
-            wino.forward(conv, b, &x, &mut y, Pooled { out: &mut pooled, seg: pseg, pad: 1 });
-            let mut want_pooled = vec![f32::NAN; pooled.len()];
-            crate::model::native::pool_relu(&y, conv, b, Pooled { out: &mut want_pooled, seg: pseg, pad: 1 });
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert!(bits(&pooled) == bits(&want_pooled), "pooled in the output pass (portable: {portable})");
-            let (mut got, mut want) = (Vec::new(), Vec::new());
-            for r in (0..b * seg).filter(|&r| valid(r)) {
-                for o in 0..c_out {
-                    got.push(y[r * c_out + o]);
-                    want.push((0..k * c_in).map(|i| x[r * c_in + i] as f64 * w[i * c_out + o] as f64).sum::<f64>());
-                }
-            }
-            assert!(relative_error(&got, &want) < 1e-5, "forward: {}", relative_error(&got, &want));
-
-            let mut dx = vec![0.0; (b + 1) * seg * c_in];
-            wino.input_grad(conv, b, &dy, &mut dx);
-            let (mut got, mut want) = (Vec::new(), Vec::new());
-            for q in (0..b * seg).filter(|&q| valid(q + seg - pad)) {
-                for c in 0..c_in {
-                    got.push(dx[q * c_in + c]);
-                    want.push(
-                        (0..k * c_out).map(|i| dy[q * c_out + i] as f64 * w_back[i * c_in + c] as f64).sum::<f64>(),
-                    );
-                }
-            }
-            assert!(relative_error(&got, &want) < 1e-5, "input gradient: {}", relative_error(&got, &want));
-
-            let mut dw = values(k * c_in * c_out, 4);
-            let before = dw.clone();
-            wino.weight_grad(conv, b, &dy, &mut dw, true);
-            let want: Vec<f64> = (0..k * c_in * c_out)
-                .map(|i| {
-                    let (row, o) = (i / c_out, i % c_out);
-                    let sum: f64 = (0..b * seg - 2 * pad)
-                        .map(|r| x[r * c_in + row] as f64 * dy[(2 * pad + r) * c_out + o] as f64)
-                        .sum();
-                    before[i] as f64 + sum
-                })
-                .collect();
-            assert!(relative_error(&dw, &want) < 1e-5, "weight gradient: {}", relative_error(&dw, &want));
         }
+    }
+
+    /// One shape with one kind of tile: checks it, and returns y, dx and dw's bits.
+    fn a_layer_equals_the_direct_sums(c_in: usize, c_out: usize, t: usize, k: usize, isa: Isa) -> Vec<u32> {
+        let (pad, b) = (k / 2, 3);
+        let conv = Conv { c_in, c_out, t, k, pad };
+        let seg = conv.seg();
+        let mut wino = Winograd::new(conv, b + 1).unwrap();
+        let valid = |row: usize| row % seg < t;
+        // Padded input: each sample's pad rows zero; dy: 2 pad zero rows, then output rows,
+        // zero between samples.
+        let mut x = values(b * seg * c_in, 1);
+        x.chunks_exact_mut(c_in)
+            .enumerate()
+            .filter(|(r, _)| !(pad..pad + t).contains(&(r % seg)))
+            .for_each(|(_, row)| row.fill(0.0));
+        let mut dy = vec![0.0; ((b + 1) * seg + 2 * pad) * c_out];
+        for (r, row) in values(b * seg * c_out, 2).chunks_exact(c_out).enumerate().filter(|(r, _)| valid(*r)) {
+            dy[(2 * pad + r) * c_out..][..c_out].copy_from_slice(row);
+        }
+        // w [k, c_in, c_out]; w_back [k, c_out, c_in] flipped in time.
+        let w = values(k * c_in * c_out, 3);
+        let mut w_back = vec![0.0; w.len()];
+        for kk in 0..k {
+            for c in 0..c_in {
+                for o in 0..c_out {
+                    w_back[((k - 1 - kk) * c_out + o) * c_in + c] = w[(kk * c_in + c) * c_out + o];
+                }
+            }
+        }
+        wino.set_weights(&w, &w_back);
+
+        let mut y = vec![0.0; (b + 1) * seg * c_out];
+        // Pooled into rows with one pad row around each sample's t / 2: bit for bit what
+        // the separate pass computes from y.
+        let (pseg, mut pooled) = (t / 2 + 2, vec![f32::NAN; (b + 1) * (t / 2 + 2) * c_out]);
+        wino.forward(conv, b, &x, &mut y, Pooled { out: &mut pooled, seg: pseg, pad: 1 });
+        let mut want_pooled = vec![f32::NAN; pooled.len()];
+        crate::model::native::pool_relu(&y, conv, b, Pooled { out: &mut want_pooled, seg: pseg, pad: 1 });
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&pooled) == bits(&want_pooled), "pooled in the output pass ({isa:?})");
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for r in (0..b * seg).filter(|&r| valid(r)) {
+            for o in 0..c_out {
+                got.push(y[r * c_out + o]);
+                want.push((0..k * c_in).map(|i| x[r * c_in + i] as f64 * w[i * c_out + o] as f64).sum::<f64>());
+            }
+        }
+        assert!(relative_error(&got, &want) < 1e-5, "forward: {}", relative_error(&got, &want));
+
+        let mut dx = vec![0.0; (b + 1) * seg * c_in];
+        wino.input_grad(conv, b, &dy, &mut dx);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for q in (0..b * seg).filter(|&q| valid(q + seg - pad)) {
+            for c in 0..c_in {
+                got.push(dx[q * c_in + c]);
+                want.push(
+                    (0..k * c_out).map(|i| dy[q * c_out + i] as f64 * w_back[i * c_in + c] as f64).sum::<f64>(),
+                );
+            }
+        }
+        assert!(relative_error(&got, &want) < 1e-5, "input gradient: {}", relative_error(&got, &want));
+
+        let mut dw = values(k * c_in * c_out, 4);
+        let before = dw.clone();
+        wino.weight_grad(conv, b, &dy, &mut dw, true);
+        let want: Vec<f64> = (0..k * c_in * c_out)
+            .map(|i| {
+                let (row, o) = (i / c_out, i % c_out);
+                let sum: f64 = (0..b * seg - 2 * pad)
+                    .map(|r| x[r * c_in + row] as f64 * dy[(2 * pad + r) * c_out + o] as f64)
+                    .sum();
+                before[i] as f64 + sum
+            })
+            .collect();
+        assert!(relative_error(&dw, &want) < 1e-5, "weight gradient: {}", relative_error(&dw, &want));
+        [y, dx, dw].iter().flat_map(|v| bits(v)).collect()
     }
 }

@@ -176,36 +176,30 @@ mod simd {
         }
     }
 
-    /// The paired pass for `tf`'s alpha (6 or 8) in AVX-512 registers; false where there is
-    /// none (the caller falls back to `combine`).
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn paired_avx512(
-        tf: &Transform,
-        pass: Pass,
-        tiles: Tiles,
-        s: *const f32,
-        c: usize,
-        d: *mut f32,
-        pool: Option<Pool>,
-    ) -> bool {
-        paired::<__m512>(tf, pass, tiles, s, c, d, pool)
+    /// Two entry points for a generic body: `$avx512` compiled with AVX-512, `$avx2` with AVX2
+    /// and FMA, each running `$body` in its registers (inlined, so with its features).
+    macro_rules! widths {
+        ($avx512:ident, $avx2:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
+                $body::<__m512>($($arg),*)
+            }
+
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
+                $body::<__m256>($($arg),*)
+            }
+        };
     }
 
-    /// As `paired_avx512`, in AVX2 registers.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn paired_avx2(
-        tf: &Transform,
-        pass: Pass,
-        tiles: Tiles,
-        s: *const f32,
-        c: usize,
-        d: *mut f32,
-        pool: Option<Pool>,
-    ) -> bool {
-        paired::<__m256>(tf, pass, tiles, s, c, d, pool)
-    }
+    // The paired pass for `tf`'s alpha (6 or 8); false where there is none (the caller falls
+    // back to `combine`).
+    widths!(paired_avx512, paired_avx2, paired,
+        (tf: &Transform, pass: Pass, tiles: Tiles, s: *const f32, c: usize, d: *mut f32, pool: Option<Pool>) -> bool);
+    widths!(combine_avx512, combine_avx2, combine,
+        (w: &[f32], inputs: usize, src: &[f32], from: Rows, dst: &mut [f32], to: Rows, c: usize, acc: bool));
 
     /// The body of both: inlined into each, so it compiles with its features.
     #[inline(always)]
@@ -368,38 +362,6 @@ mod simd {
                 }
             }
         });
-    }
-
-    /// `combine` in AVX-512 registers.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn combine_avx512(
-        w: &[f32],
-        inputs: usize,
-        src: &[f32],
-        from: Rows,
-        dst: &mut [f32],
-        to: Rows,
-        c: usize,
-        acc: bool,
-    ) {
-        combine::<__m512>(w, inputs, src, from, dst, to, c, acc)
-    }
-
-    /// `combine` in AVX2 registers.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn combine_avx2(
-        w: &[f32],
-        inputs: usize,
-        src: &[f32],
-        from: Rows,
-        dst: &mut [f32],
-        to: Rows,
-        c: usize,
-        acc: bool,
-    ) {
-        combine::<__m256>(w, inputs, src, from, dst, to, c, acc)
     }
 
     /// `combine` in registers, a register of channels at a time: the inputs' rows are loaded

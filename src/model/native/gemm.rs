@@ -9,18 +9,23 @@
 //! and B in L1. Deterministic: the summation order depends on the shapes only, so equal inputs
 //! give bit-identical outputs (exact resume relies on it). Every C element is the same chain of
 //! fused multiply-adds in both vector widths (from zero over a k-block's depth, then added to
-//! C), so the AVX2 and AVX-512 tiles agree bit for bit and a run may resume on either CPU.
+//! C), so the AVX2 and AVX-512 tiles agree bit for bit and a run may resume on either kind of
+//! x86-64 CPU (the plain-Rust tiles, without FMA, round differently).
 
-/// Rows and columns of a register tile: AVX2's, and AVX-512's (two registers a row).
+// Rows and columns of a register tile: AVX2's (and the plain-Rust one's), and AVX-512's (two
+// registers a row).
 const MR: usize = 6;
 pub const NR: usize = 16;
+#[cfg(target_arch = "x86_64")]
 const MR_512: usize = 8;
+#[cfg(target_arch = "x86_64")]
 const NR_512: usize = 32;
 /// Depth of a k-block: MR rows of A and KC rows of B (KC x NR_512 floats = 32 KB) stay in L1.
 const KC: usize = 256;
 
 /// The tile kernels a CPU can run, slowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub enum Isa {
     Portable,
     Avx2,
@@ -237,7 +242,7 @@ impl Tile {
         }
     }
 
-    /// Any tile, in plain Rust (the edges, and CPUs without AVX2 and FMA).
+    /// Any tile, in plain Rust (CPUs without AVX2 and FMA).
     unsafe fn portable(&self, mr: usize, nr: usize) {
         let mut acc = [[0.0f32; NR]; MR];
         for l in 0..self.kc {
@@ -370,7 +375,8 @@ pub(crate) mod tests {
     }
 
     fn products_match_the_naive_one() {
-        for &(m, n, k) in &[(1, 1, 1), (6, 16, 5), (13, 33, 300), (7, 16, 600), (40, 20, 3), (17, 70, 40), (9, 31, 2)] {
+        let shapes = [(1, 1, 1), (6, 16, 5), (13, 33, 300), (7, 16, 600), (40, 20, 3), (17, 70, 40), (9, 31, 2), (11, 57, 530)];
+        for &(m, n, k) in &shapes {
             let x = values(m * 3 + k + 8, 1);
             // Overlapping rows: row i starts 3 floats after row i-1, like a convolution's windows.
             let a = Strided { data: &x, offset: 2, rs: 3, cs: 1 };
@@ -379,6 +385,9 @@ pub(crate) mod tests {
             let want = naive(m, n, k, a, b);
             let mut c = vec![0.5f32; m * (n + 2) + 1];
             gemm(m, n, k, a, b, &mut c, 1, n + 2, true);
+            // Nothing written past a row's n columns, nor before C.
+            let outside = (0..m).flat_map(|i| [1 + i * (n + 2) + n, 2 + i * (n + 2) + n]).chain([0]);
+            assert!(outside.filter(|&i| i < c.len()).all(|i| c[i] == 0.5), "({m},{n},{k}): a store past the tile");
             for i in 0..m {
                 for j in 0..n {
                     let got = c[1 + i * (n + 2) + j] as f64 - 0.5;
@@ -415,23 +424,28 @@ pub(crate) mod tests {
     }
 
     /// The AVX2 and AVX-512 tiles give the same bits (the same chain of fused multiply-adds per
-    /// element), on full tiles, both kinds of edge, several k-blocks and accumulation.
+    /// element), on full tiles, both kinds of edge (one register and two, masked), short rows,
+    /// several k-blocks, overwriting and accumulating; and neither writes past a row's n columns.
     #[test]
     fn avx2_and_avx512_tiles_agree_bit_for_bit() {
         if isa() < Isa::Avx512 {
             eprintln!("no AVX-512 on this CPU: nothing to compare");
             return;
         }
-        for &(m, n, k) in &[(64, 32, 600), (13, 48, 17), (30, 16, 300), (9, 70, 5), (5, 7, 260)] {
+        let shapes = [(64, 32, 600), (13, 48, 17), (30, 16, 300), (9, 70, 5), (5, 7, 260), (11, 57, 530), (3, 31, 257)];
+        for (&(m, n, k), accumulate) in shapes.iter().chain(&[(2, 17, 1), (4, 25, 256)]).flat_map(|s| [(s, true), (s, false)]) {
             let (x, y) = (values(m * k, 5), values(k * n, 11));
+            let crs = n + 3;
             let run = |isa| {
                 FORCED.with(|f| f.set(Some(isa)));
-                let mut c = values(m * n, 2);
-                gemm(m, n, k, Strided::rows(&x, 0, k), Strided::rows(&y, 0, n), &mut c, 0, n, true);
+                let mut c = values(m * crs, 2);
+                (0..m).for_each(|i| c[i * crs + n..][..3].fill(f32::NAN));
+                gemm(m, n, k, Strided::rows(&x, 0, k), Strided::rows(&y, 0, n), &mut c, 0, crs, accumulate);
                 FORCED.with(|f| f.set(None));
+                assert!((0..m).all(|i| c[i * crs + n..][..3].iter().all(|v| v.is_nan())), "({m},{n},{k}): past n");
                 c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             };
-            assert!(run(Isa::Avx2) == run(Isa::Avx512), "({m},{n},{k})");
+            assert!(run(Isa::Avx2) == run(Isa::Avx512), "({m},{n},{k}), accumulate {accumulate}");
         }
     }
 }

@@ -375,7 +375,8 @@ pub(crate) mod tests {
     }
 
     fn products_match_the_naive_one() {
-        let shapes = [(1, 1, 1), (6, 16, 5), (13, 33, 300), (7, 16, 600), (40, 20, 3), (17, 70, 40), (9, 31, 2), (11, 57, 530)];
+        let shapes =
+            [(1, 1, 1), (6, 16, 5), (13, 33, 300), (7, 16, 600), (40, 20, 3), (17, 70, 40), (9, 31, 2), (11, 57, 530)];
         for &(m, n, k) in &shapes {
             let x = values(m * 3 + k + 8, 1);
             // Overlapping rows: row i starts 3 floats after row i-1, like a convolution's windows.
@@ -433,7 +434,8 @@ pub(crate) mod tests {
             return;
         }
         let shapes = [(64, 32, 600), (13, 48, 17), (30, 16, 300), (9, 70, 5), (5, 7, 260), (11, 57, 530), (3, 31, 257)];
-        for (&(m, n, k), accumulate) in shapes.iter().chain(&[(2, 17, 1), (4, 25, 256)]).flat_map(|s| [(s, true), (s, false)]) {
+        let shapes = shapes.iter().chain(&[(2, 17, 1), (4, 25, 256)]);
+        for (&(m, n, k), accumulate) in shapes.flat_map(|s| [(s, true), (s, false)]) {
             let (x, y) = (values(m * k, 5), values(k * n, 11));
             let crs = n + 3;
             let run = |isa| {

@@ -128,6 +128,20 @@ fn damaged_outputs_are_named_and_never_followed() {
         std::fs::write(&path, original).unwrap();
     }
     assert!(!outside.exists() && std::fs::read_dir(dir.path()).unwrap().count() == 1, "nothing written outside the run");
+    // A metrics.json cut short (a full disk, an editor) is made again by `run`, not skipped as
+    // complete for report to fail on every call.
+    let run_again = || {
+        let out = agra().arg("--run-dir").arg(&run_dir).args(["-q", "run"]).output().unwrap();
+        assert!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run_again();
+    let metrics = run_dir.join("evaluate/metrics.json");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, &text[..text.len() / 2]).unwrap();
+    assert_eq!(status_json(&run_dir)["stages"]["evaluate"], "incomplete", "a damaged metrics.json");
+    run_again();
+    serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(status_json(&run_dir)["stages"]["report"], "complete");
     // Explanations of another split than the one evaluated are not drawn over the wrong
     // signals, nor one method's folder of the test split scored among the others' of all.
     let (grad, test_grad) = (run_dir.join("explain/grad"), dir.path().join("grad-test"));

@@ -279,7 +279,8 @@ impl RunDir {
         })
     }
 
-    /// Whether the files a finished `stage` leaves are all there. Training's members are
+    /// Whether the files a finished `stage` leaves are all there (metrics.json also whole: it
+    /// is small, and a damaged one would fail report on every call). Training's members are
     /// checked one by one by `agra train` itself.
     fn outputs_present(&self, stage: Stage) -> bool {
         let outputs = match stage {
@@ -289,7 +290,11 @@ impl RunDir {
             Stage::Evaluate => vec![self.evaluate_dir().join("metrics.json")],
             Stage::Report => vec![self.report_dir().join("report.md")],
         };
-        outputs.iter().all(|p| p.exists())
+        let whole = |p: &Path| {
+            stage != Stage::Evaluate
+                || super::read_text(p).is_ok_and(|t| serde_json::from_str::<serde_json::Value>(&t).is_ok())
+        };
+        outputs.iter().all(|p| p.exists() && whole(p))
     }
 }
 

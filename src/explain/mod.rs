@@ -244,6 +244,8 @@ pub fn run(run: &RunDir, devices: &Devices, args: &ExplainArgs, ui: &Progress) -
     let signals = load_signals(run, &split)?;
     let members = finished_members(run, &arch, args.allow_partial, ui)?;
     let _lock = run.stage_lock("explain")?;
+    let methods = run.config.explain.methods.iter().map(|m| run.explain_dir().join(m));
+    crate::store::remove_stale_temps(methods.chain([resume::dir(run)]))?;
     run.stage_started(Stage::Explain, &devices.names())?;
 
     let pack = args.pack.unwrap_or_else(|| farm::default_explain_pack(devices, members.len(), arch.numel() as u64 * 4));

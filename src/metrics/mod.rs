@@ -69,6 +69,7 @@ pub struct Summary {
 pub fn run(run: &RunDir, devices: &Devices, ui: &Progress) -> Result<Summary> {
     let started = Instant::now();
     let _lock = run.stage_lock("evaluate")?;
+    crate::store::remove_stale_temps([run.evaluate_dir()])?;
     run.stage_started(Stage::Evaluate, &devices.names())?;
     let config = &run.config;
     let methods: Vec<MethodArrays> = load_methods(run, &config.explain.methods)?;

@@ -38,6 +38,7 @@ impl crate::status::Human for Summary {
 pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     let started = Instant::now();
     let _lock = run.stage_lock("report")?;
+    crate::store::remove_stale_temps([run.report_dir(), run.report_dir().join("figures")])?;
     run.stage_started(Stage::Report, &[])?;
     let e = metrics::load(run)?;
     let dir = run.report_dir();

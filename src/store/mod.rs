@@ -65,6 +65,24 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
+/// Removes the temp files `write_atomic` left in the directories when a process died between
+/// creating one and renaming it (kill -9, a lost node): hidden, they would pile up unseen. Only
+/// for directories whose writers the caller's lock excludes, as another writer's temp file may
+/// be about to be renamed.
+pub fn remove_stale_temps<P: AsRef<Path>>(dirs: impl IntoIterator<Item = P>) -> Result<()> {
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir.as_ref()) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let temp = name.to_str().is_some_and(|n| n.starts_with('.') && n.contains(".tmp."));
+            if temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+                remove_if_present(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// f32 values as the little-endian bytes safetensors and .npy files hold.
 pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -112,5 +130,21 @@ mod tests {
         let line = status.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap();
         let mask = u32::from_str_radix(line.trim(), 8).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o666 & !mask);
+    }
+
+    /// Only what `write_atomic` names its temp files goes: not outputs, other hidden files or
+    /// folders; a folder that does not exist is no error.
+    #[test]
+    fn stale_temp_files_go_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = ["epoch-00003.safetensors", ".hidden", "a.tmp.npy", "metrics.jsonl"];
+        keep.iter().for_each(|n| std::fs::write(dir.path().join(n), b"x").unwrap());
+        std::fs::create_dir(dir.path().join(".d.x1.tmp.dir")).unwrap();
+        // What write_atomic leaves when killed between creating and renaming.
+        let temp = dir.path().join(".epoch-00004.Ab3xYz.tmp.safetensors");
+        std::fs::write(&temp, b"partial").unwrap();
+        super::remove_stale_temps([dir.path().to_path_buf(), dir.path().join("missing")]).unwrap();
+        assert!(!temp.exists());
+        assert!(keep.iter().all(|n| dir.path().join(n).exists()) && dir.path().join(".d.x1.tmp.dir").exists());
     }
 }

@@ -142,6 +142,7 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
         .iter()
         .map(|m| run.stage_lock(&format!("member-{m:04}")))
         .collect::<Result<Vec<_>>>()?;
+    crate::store::remove_stale_temps(owned.iter().map(|&m| run.member_dir(m)))?;
     run.stage_started(Stage::Train, &devices.names())?;
 
     // Packs are fixed chunks of member indices, so an interrupted run regroups exactly as it

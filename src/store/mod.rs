@@ -38,6 +38,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a file name is one of `write_atomic`'s temp files (`.<stem>.<random>.tmp.<ext>`).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp.")
+}
+
 /// Reads a file of a run directory. agra writes only regular files there; anything else put in
 /// a file's place is refused (a FIFO would block the read forever, a device never end).
 pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -74,7 +79,7 @@ pub fn remove_stale_temps<P: AsRef<Path>>(dirs: impl IntoIterator<Item = P>) -> 
         let Ok(entries) = std::fs::read_dir(dir.as_ref()) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let temp = name.to_str().is_some_and(|n| n.starts_with('.') && n.contains(".tmp."));
+            let temp = name.to_str().is_some_and(is_temp_name);
             if temp && entry.file_type().is_ok_and(|t| t.is_file()) {
                 remove_if_present(&entry.path())?;
             }

@@ -307,7 +307,7 @@ fn refuse_foreign(root: &Path) -> Result<()> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name_str = name.to_string_lossy();
-        let in_flight = name_str.starts_with('.') && (name_str.contains(".tmp.") || name_str == WRITE_PROBE);
+        let in_flight = super::is_temp_name(&name_str) || name_str == WRITE_PROBE;
         if !OURS.contains(&name_str.as_ref()) && !in_flight {
             return Err(UsageError::new(format!(
                 "{} is not an agra run directory (it holds {:?}); choose an empty or new --run-dir",

@@ -165,8 +165,7 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
 
 /// Whether another process holds this lock now (a lock we can take is not held).
 fn held(run: &RunDir, name: &str) -> bool {
-    let path = run.lock_path(name);
-    path.exists() && Lock::try_acquire(&path, name).is_err()
+    Lock::is_held(&run.lock_path(name))
 }
 
 impl Human for crate::metrics::Summary {

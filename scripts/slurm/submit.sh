@@ -23,10 +23,12 @@
 #   --pack N              passed to `agra train --pack N`
 #   --partition X         Slurm partition
 #   --account A           Slurm account
-#   --time T              time limit of each job (Slurm format, e.g. 4:00:00)
+#   --time T              time limit of each job (Slurm format, e.g. 4:00:00;
+#                         at least --signal-lead + 6 minutes)
 #   --gpus-per-task G     GPUs per array task / finish job; "auto" (default):
-#                         1 if the partition advertises gpu GRES, else none;
-#                         always none with --devices cpu
+#                         as many as --devices cuda:... lists, else 1 if the
+#                         partition (--partition, or the default one)
+#                         advertises gpu GRES, else none; none with --devices cpu
 #   --cpus-per-task C     CPUs per task
 #   --mem M               memory per task (e.g. 16G)
 #   --signal-lead S       seconds before the time limit to send USR1 (120)
@@ -96,6 +98,29 @@ LOG_DIR="$(abspath "${LOG_DIR:-$RUN_DIR/slurm}")"
 [[ -z "$CONFIG" ]] || CONFIG="$(abspath "$CONFIG")"
 [[ -z "$CONFIG" || -f "$CONFIG" ]] || die "config file not found: $CONFIG"
 [[ "$LEAD" =~ ^[0-9]+$ ]] || die "--signal-lead must be seconds"
+
+# Slurm's time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in seconds; fails on others
+# (UNLIMITED, or a typo that sbatch will name).
+slurm_seconds() {
+    local d=0 h=0 m=0 s=0
+    if [[ "$1" =~ ^([0-9]+)-([0-9]+)(:([0-9]+))?(:([0-9]+))?$ ]]; then
+        d=${BASH_REMATCH[1]} h=${BASH_REMATCH[2]} m=${BASH_REMATCH[4]:-0} s=${BASH_REMATCH[6]:-0}
+    elif [[ "$1" =~ ^([0-9]+)$ ]]; then
+        m=${BASH_REMATCH[1]}
+    elif [[ "$1" =~ ^([0-9]+):([0-9]+)$ ]]; then
+        m=${BASH_REMATCH[1]} s=${BASH_REMATCH[2]}
+    elif [[ "$1" =~ ^([0-9]+):([0-9]+):([0-9]+)$ ]]; then
+        h=${BASH_REMATCH[1]} m=${BASH_REMATCH[2]} s=${BASH_REMATCH[3]}
+    else
+        return 1
+    fi
+    echo $(((((10#$d * 24 + 10#$h) * 60) + 10#$m) * 60 + 10#$s))
+}
+# sbatch sends the USR1 up to 60 s before LEAD: a limit inside that window signals agra before
+# it has trained (or before it can take the signal), and the task ends FAILED or TIMEOUT.
+if [[ -n "$TIME" ]] && limit="$(slurm_seconds "$TIME")"; then
+    ((limit >= LEAD + 60 + 300)) || die "--time $TIME leaves under 5 minutes of work before the USR1 that comes up to --signal-lead $LEAD + 60 s before it (Slurm reads M:S as minutes:seconds; use H:M:S)"
+fi
 [[ -z "$SHARDS" || "$SHARDS" =~ ^[1-9][0-9]*$ ]] || die "--shards must be a positive integer"
 [[ -z "$PARALLEL" || "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || die "--parallel must be a positive integer"
 
@@ -104,13 +129,15 @@ AGRA="$(abspath "$AGRA")"
 [[ -x "$AGRA" ]] || die "agra binary not found at $AGRA (cargo build --release, or set AGRA)"
 
 # Options given to every agra invocation of the sweep.
-COMMON=(--run-dir "$RUN_DIR" --devices "$DEVICES" -q)
+COMMON=(--run-dir "$RUN_DIR" -q)
 [[ -z "$PRESET" ]] || COMMON+=(--preset "$PRESET")
 [[ -z "$CONFIG" ]] || COMMON+=(--config "$CONFIG")
-COMMON+=("${EXTRA[@]}")
+# (`${a[@]+...}`: bash before 4.4 calls an empty array unbound under `set -u`.)
+COMMON+=(${EXTRA[@]+"${EXTRA[@]}"})
 
 # Validate the configuration here, before anything is queued, and learn the
-# member count. Exit 2 from agra is a usage/config error.
+# member count. Exit 2 from agra is a usage/config error. (Without --devices: this
+# host, often a login node, need not have the compute nodes' GPUs.)
 status_json=""
 if status_json="$("$AGRA" "${COMMON[@]}" status --json 2>/dev/null)"; then
     :
@@ -132,11 +159,18 @@ PARALLEL="${PARALLEL:-$SHARDS}"
 
 if [[ "$DEVICES" == cpu* ]]; then
     GPUS=0
+elif [[ "$GPUS" == auto && "$DEVICES" =~ ^cuda ]]; then
+    GPUS=$(($(tr -cd , <<<"$DEVICES" | wc -c) + 1)) # one per listed device
 elif [[ "$GPUS" == auto ]]; then
     GPUS=0
-    if command -v sinfo >/dev/null 2>&1 &&
-        sinfo -h ${PARTITION:+-p "$PARTITION"} -o '%G' 2>/dev/null | grep -q 'gpu'; then
-        GPUS=1
+    # The partition the jobs will run in: the given one, else the default (marked '*').
+    if command -v sinfo >/dev/null 2>&1; then
+        if [[ -n "$PARTITION" ]]; then
+            gres="$(sinfo -h -p "$PARTITION" -o '%G' 2>/dev/null || true)"
+        else
+            gres="$(sinfo -h -o '%P %G' 2>/dev/null | awk '$1 ~ /\*$/ { print $2 }' || true)"
+        fi
+        if grep -q 'gpu' <<<"$gres"; then GPUS=1; fi
     fi
 fi
 [[ "$GPUS" =~ ^[0-9]+$ ]] || die "--gpus-per-task must be a number or auto"
@@ -152,12 +186,12 @@ SB=(sbatch --parsable --export=ALL)
 TRAIN=("${SB[@]}" --job-name agra-train --array "0-$((SHARDS - 1))%$PARALLEL"
     --requeue --signal "B:USR1@$LEAD" --open-mode append
     --output "$LOG_DIR/train-%A_%a.out"
-    "$SCRIPT_DIR/train.sbatch" "${COMMON[@]}")
+    "$SCRIPT_DIR/train.sbatch" "${COMMON[@]}" --devices "$DEVICES")
 [[ -z "$PACK" ]] || TRAIN+=(--pack "$PACK")
 if ((ALLOW_PARTIAL)); then DEP=afterany; else DEP=afterok; fi
 FINISH=("${SB[@]}" --job-name agra-finish --open-mode append
     --output "$LOG_DIR/finish-%j.out" --kill-on-invalid-dep yes
-    "$SCRIPT_DIR/finish.sbatch" "${COMMON[@]}")
+    "$SCRIPT_DIR/finish.sbatch" "${COMMON[@]}" --devices "$DEVICES")
 
 export AGRA AGRA_SHARDS="$SHARDS" AGRA_GPUS="$GPUS" AGRA_ALLOW_PARTIAL="$ALLOW_PARTIAL"
 
@@ -171,6 +205,16 @@ fi
 
 command -v sbatch >/dev/null 2>&1 || die "sbatch not found (run on a Slurm submit host)"
 mkdir -p "$RUN_DIR" "$LOG_DIR"
+
+# agra's locks (flock) keep two tasks off one member and serialise run.json's updates; these
+# mount options make them node-local (or make flock fail). Seen from this host only: compute
+# nodes may mount it otherwise.
+if command -v findmnt >/dev/null 2>&1; then
+    opts="$(findmnt -no OPTIONS -T "$RUN_DIR" 2>/dev/null || true)"
+    if [[ ",$opts," =~ ,(nolock|local_lock=flock|local_lock=all|localflock|noflock), ]]; then
+        echo "submit.sh: warning: $RUN_DIR is mounted with '${BASH_REMATCH[1]}': file locks do not reach other nodes (docs/SLURM.md, shared run directory)" >&2
+    fi
+fi
 
 out="$("${TRAIN[@]}")" || die "sbatch of the training array failed"
 ARRAY_ID="${out%%;*}"

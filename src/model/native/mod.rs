@@ -4,8 +4,8 @@
 //! most of a step of this small network outside arithmetic (reorders, pooling with indices,
 //! allocation, dispatch); here each convolution is one strided matrix product over
 //! channels-last rows (`gemm`), or for the wide layers Winograd's F(4, 5) (`winograd`, 2.5x
-//! fewer operations), pooling and ReLU are one pass that the backward pass reads again, and
-//! nothing is allocated per step.
+//! fewer operations), pooling and ReLU are one pass that keeps two bits per value for the
+//! backward pass (`pool`, instead of libtorch's indices), and nothing is allocated per step.
 //!
 //! Layout: a layer's input holds each sample as `t + 2 * pad` rows of `c_in` floats (the pad
 //! rows stay zero), samples back to back. The product runs over all rows at once; the
@@ -17,12 +17,16 @@
 
 pub mod gemm;
 pub mod host;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
+mod pool;
 #[cfg(test)]
 mod tests;
 mod winograd;
 
 use super::Architecture;
 use gemm::{gemm, Strided};
+use pool::{pool_relu, pool_relu_backward, route_bytes, Pooled};
 use winograd::Winograd;
 
 /// One convolution layer's geometry (input length `t`, same padding).
@@ -67,8 +71,11 @@ struct Layer {
     conv: Conv,
     /// Padded input [capacity * seg, c_in].
     x: Vec<f32>,
-    /// Output before pooling [rows, c_out].
+    /// Output before pooling [rows, c_out], read by the pooling pass only: Winograd's vector
+    /// passes pool in registers and leave it unwritten (the backward pass reads `route`).
     y: Vec<f32>,
+    /// Which row of each pooled pair gets its gradient [capacity * t / 2, route_bytes(c_out)].
+    route: Vec<u8>,
     /// Output gradient with `2 * pad` zero rows before (and room after) it, so the input
     /// gradient is again one product over overlapping rows: [capacity * seg + 2 * pad, c_out].
     dy: Vec<f32>,
@@ -138,6 +145,7 @@ impl Workspace {
                 conv,
                 x: vec![0.0; rows * c_in],
                 y: vec![0.0; conv.rows(capacity) * conv.c_out],
+                route: vec![0; capacity * t / 2 * route_bytes(conv.c_out)],
                 dy: vec![0.0; (rows + 2 * pad) * conv.c_out],
                 dx: vec![0.0; rows * c_in],
                 w: vec![0.0; k * c_in * conv.c_out],
@@ -216,9 +224,10 @@ impl Workspace {
             let (lo, hi) = self.layers.split_at_mut(l + 1);
             let layer = &mut lo[l];
             let Conv { c_in, c_out, k, .. } = layer.conv;
+            let route = &mut layer.route;
             let pooled = match hi.first_mut() {
-                Some(next) => Pooled { seg: next.conv.seg(), pad: next.conv.pad, out: &mut next.x },
-                None => Pooled { seg: layer.conv.t / 2, pad: 0, out: &mut self.last },
+                Some(next) => Pooled { seg: next.conv.seg(), pad: next.conv.pad, out: &mut next.x, route },
+                None => Pooled { seg: layer.conv.t / 2, pad: 0, out: &mut self.last, route },
             };
             match &mut layer.wino {
                 Some(wino) => wino.forward(layer.conv, b, &layer.x, &mut layer.y, pooled),
@@ -341,10 +350,11 @@ impl Workspace {
         for l in (0..self.layers.len()).rev() {
             let (lo, hi) = self.layers.split_at_mut(l + 1);
             let layer = &mut lo[l];
-            match hi.first() {
-                Some(next) => pool_relu_backward(layer, b, next.conv.seg(), next.conv.pad, &next.x, &next.dx),
-                None => pool_relu_backward(layer, b, layer.conv.t / 2, 0, &self.last, &self.dlast),
-            }
+            let grad = match hi.first() {
+                Some(next) => (&next.dx[..], next.conv.seg(), next.conv.pad),
+                None => (&self.dlast[..], layer.conv.t / 2, 0),
+            };
+            pool_relu_backward(layer.conv, b, &layer.route, grad, &mut layer.dy);
             let Conv { c_in, c_out, k, pad, .. } = layer.conv;
             // Training needs no gradient for the network's input.
             if l > 0 || !weights {
@@ -406,56 +416,6 @@ fn relu(v: f32) -> f32 {
         0.0
     } else {
         v
-    }
-}
-
-/// Where a layer's pooled output goes: pooled row i of sample s is row `s * seg + pad + i` of
-/// `out` (the next layer's padded input, or the last layer's features).
-struct Pooled<'a> {
-    out: &'a mut [f32],
-    seg: usize,
-    pad: usize,
-}
-
-/// Max-pool by 2 along time, then ReLU (the same as the reverse order, on half the values),
-/// from the output rows `y` (sample s's at `s * conv.seg()`) into `pooled`. (The Winograd
-/// layers pool in their output pass instead, with the same operations.)
-fn pool_relu(y: &[f32], conv: Conv, b: usize, pooled: Pooled) {
-    let c = conv.c_out;
-    for s in 0..b {
-        for i in 0..conv.t / 2 {
-            let r = (s * conv.seg() + 2 * i) * c;
-            let (even, odd) = y[r..r + 2 * c].split_at(c);
-            let dst = &mut pooled.out[(s * pooled.seg + pooled.pad + i) * c..][..c];
-            for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
-                *d = relu(if o > e { o } else { e });
-            }
-        }
-    }
-}
-
-/// The pooled values' gradient back to the rows that won the max (where the ReLU let it
-/// through), into `layer.dy`; the other row of each pair gets zero. `pooled` and `grad` are
-/// laid out as `pool_relu` wrote.
-fn pool_relu_backward(layer: &mut Layer, b: usize, seg: usize, pad: usize, pooled: &[f32], grad: &[f32]) {
-    let conv = layer.conv;
-    let c = conv.c_out;
-    let base = 2 * conv.pad * c;
-    for s in 0..b {
-        for i in 0..conv.t / 2 {
-            let r = (s * conv.seg() + 2 * i) * c;
-            let (even, odd) = layer.y[r..r + 2 * c].split_at(c);
-            let (d_even, d_odd) = layer.dy[base + r..base + r + 2 * c].split_at_mut(c);
-            let at = (s * seg + pad + i) * c;
-            let (p, g) = (&pooled[at..at + c], &grad[at..at + c]);
-            let dst = d_even.iter_mut().zip(d_odd.iter_mut());
-            for (((de, dd), (&e, &o)), (&p, &g)) in dst.zip(even.iter().zip(odd)).zip(p.iter().zip(g)) {
-                let g = if p > 0.0 { g } else { 0.0 };
-                let odd_wins = o > e;
-                *de = if odd_wins { 0.0 } else { g };
-                *dd = if odd_wins { g } else { 0.0 };
-            }
-        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! bounds checks per tile). Summing in another order than the dense transform moves results by
 //! f32 roundings only (the layer test bounds both).
 
+use super::super::pool::route_bytes;
 use super::transform::{Coef, Transform, TILE};
 use super::{Conv, Pooled};
 
@@ -70,14 +71,15 @@ pub fn gradient_points(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst:
 }
 
 /// Every tile's TILE rows of `dst` = `at` of its points in `src` [alpha, tiles, c]; with
-/// `pooled`, also those rows max-pooled by 2 and ReLU'd into it (as `native::pool_relu` does,
-/// while the rows are in registers: a pass over `dst` less).
+/// `pooled`, those rows max-pooled by 2 and ReLU'd into it instead, with their route (as
+/// `pool::pool_relu` does, while the rows are in registers: the vector passes write no `dst`).
 pub fn output_rows(tf: &Transform, tiles: Tiles, src: &[f32], c: usize, dst: &mut [f32], pooled: Option<Pooled>) {
     tiles.check(TILE, dst.len(), tf.alpha, src.len(), c);
     if let Some(pooled) = &pooled {
         assert!(tiles.offset == 0 && c == tiles.conv.c_out, "winograd: only a layer's output is pooled");
         let rows = (tiles.b - 1) * pooled.seg + pooled.pad + tiles.conv.t / 2;
         assert!(rows * c <= pooled.out.len(), "winograd: pooled rows out of bounds");
+        assert!(tiles.b * tiles.conv.t / 2 * route_bytes(c) <= pooled.route.len(), "winograd: route out of bounds");
     }
     run(tf, Pass::Output, tiles, src, c, dst, pooled)
 }
@@ -88,7 +90,10 @@ fn run(tf: &Transform, pass: Pass, tiles: Tiles, src: &[f32], c: usize, dst: &mu
     #[cfg(target_arch = "x86_64")]
     if tf.paired {
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let pool = pooled.as_mut().map(|p| simd::Pool { out: p.out.as_mut_ptr(), seg: p.seg, pad: p.pad });
+        let pool = pooled.as_mut().map(|p| {
+            let (out, route) = (p.out.as_mut_ptr(), p.route.as_mut_ptr());
+            simd::Pool { out, seg: p.seg, pad: p.pad, route }
+        });
         // SAFETY: the callers' asserts bound every row, point and pooled row the kernels touch;
         // `lanes` checks the CPU's features and that c is whole registers; `paired` holds, so
         // the kernels' sums are the transforms.
@@ -110,7 +115,7 @@ fn run(tf: &Transform, pass: Pass, tiles: Tiles, src: &[f32], c: usize, dst: &mu
         Pass::Output => combine(&tf.at, src, points(tile, count, c), dst, rows(row, c), c, false),
     });
     if let Some(pooled) = pooled {
-        super::super::pool_relu(dst, tiles.conv, tiles.b, pooled);
+        super::super::pool::pool_relu(dst, tiles.conv, tiles.b, pooled);
     }
 }
 
@@ -160,39 +165,11 @@ pub fn combine(coef: &Coef, src: &[f32], from: Rows, dst: &mut [f32], to: Rows, 
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::super::lanes::Lanes;
+    pub use crate::model::native::lanes::lanes;
+    use crate::model::native::lanes::{widths, Lanes};
+    use crate::model::native::pool::{pool_register, route_bytes};
     use super::super::transform::Transform;
     use super::{Pass, Rows, Tiles, TILE};
-    use crate::model::native::gemm::{isa, Isa};
-    use std::arch::x86_64::{__m256, __m512};
-
-    /// The lanes a register the passes use holds for rows of `c` channels on this CPU: 16
-    /// (AVX-512), 8 (AVX2) or 0 (neither fits: plain Rust).
-    pub fn lanes(c: usize) -> usize {
-        match isa() {
-            Isa::Avx512 if c.is_multiple_of(16) => 16,
-            Isa::Avx512 | Isa::Avx2 if c.is_multiple_of(8) => 8,
-            _ => 0,
-        }
-    }
-
-    /// Two entry points for a generic body: `$avx512` compiled with AVX-512, `$avx2` with AVX2
-    /// and FMA, each running `$body` in its registers (inlined, so with its features).
-    macro_rules! widths {
-        ($avx512:ident, $avx2:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
-            #[target_feature(enable = "avx512f")]
-            #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $avx512($($arg: $ty),*) $(-> $ret)? {
-                $body::<__m512>($($arg),*)
-            }
-
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
-                $body::<__m256>($($arg),*)
-            }
-        };
-    }
 
     // The paired pass for `tf`'s alpha (6 or 8); false where there is none (the caller falls
     // back to `combine`).
@@ -303,16 +280,18 @@ mod simd {
         pub out: *mut f32,
         pub seg: usize,
         pub pad: usize,
+        pub route: *mut u8,
     }
 
     impl Pool {
-        pub const NONE: Pool = Pool { out: std::ptr::null_mut(), seg: 0, pad: 0 };
+        pub const NONE: Pool = Pool { out: std::ptr::null_mut(), seg: 0, pad: 0, route: std::ptr::null_mut() };
     }
 
     /// `at` in pairs: output j takes each pair's sum (j even) or difference (j odd) times
     /// p^j, point 0 only in output 0 and infinity only in the last. With `POOL`, rows (0, 1)
-    /// and (2, 3) are also max-pooled and ReLU'd into `pool`: `max(o, e)` is `o > e ? o : e`
-    /// and `max(0, v)` is `0 > v ? 0 : v`, `pool_relu`'s operations, NaN included.
+    /// and (2, 3) are also max-pooled and ReLU'd into `pool`, with their route: `max(o, e)` is
+    /// `o > e ? o : e` and `max(0, v)` is `0 > v ? 0 : v`, `pool::pool_one`'s operations, NaN
+    /// included.
     #[inline(always)]
     unsafe fn output<V: Lanes, const A: usize, const POOL: bool>(
         at_: &[f32],
@@ -350,14 +329,18 @@ mod simd {
                     if out == TILE - 1 {
                         *acc = at::<V>(at_, base + A - 1).mul_add(x[A - 1], *acc);
                     }
-                    acc.store(dst.add((row + out) * c + j));
+                    if !POOL {
+                        acc.store(dst.add((row + out) * c + j));
+                    }
                 }
                 if POOL {
                     let (s, i) = (tile / per_sample, tile % per_sample);
                     let first = s * pool.seg + pool.pad + TILE / 2 * i;
+                    let width = route_bytes(c);
                     for q in 0..TILE / 2 {
-                        let max = y[2 * q + 1].max(y[2 * q]);
-                        V::zero().max(max).store(pool.out.add((first + q) * c + j));
+                        let out = pool.out.add((first + q) * c + j);
+                        let route = pool.route.add((tile * TILE / 2 + q) * width + j / 8);
+                        pool_register(y[2 * q], y[2 * q + 1], out, route, width / 2);
                     }
                 }
             }

@@ -24,8 +24,6 @@ use kernels::{combine, Rows, Tiles};
 use transform::{Transform, TILE};
 
 mod kernels;
-#[cfg(target_arch = "x86_64")]
-mod lanes;
 mod transform;
 
 /// A wide layer's Winograd buffers, sized for `capacity` samples.
@@ -72,8 +70,9 @@ impl Winograd {
         combine(&self.tf.g, w_back, rows, &mut self.u_back, rows, block, false);
     }
 
-    /// y = x (*) w for `b` samples: x the padded input rows [b * seg, c_in], y the output rows
-    /// (output t of sample s at row s * seg + t); and y max-pooled and ReLU'd into `pooled`.
+    /// y = x (*) w for `b` samples, max-pooled and ReLU'd into `pooled` (with its route): x the
+    /// padded input rows [b * seg, c_in], y the output rows (output t of sample s at row
+    /// s * seg + t), which only the plain-Rust pass writes (it pools them after).
     pub fn forward(&mut self, conv: Conv, b: usize, x: &[f32], y: &mut [f32], pooled: Pooled) {
         let buffers = (&mut self.v, &mut self.prod);
         correlate(&self.tf, conv, b, [conv.c_in, conv.c_out], 0, x, &self.u, buffers, (y, Some(pooled)));
@@ -136,6 +135,7 @@ fn products(alpha: usize, tiles: usize, [c_in, c_out]: [usize; 2], v: &[f32], u:
 mod tests {
     use super::*;
     use crate::model::native::gemm::{tests::each_isa, Isa};
+    use crate::model::native::pool::route_bytes;
 
     /// Values in [-1, 1) from a hash: the same on every machine.
     fn values(len: usize, salt: u64) -> Vec<f32> {
@@ -196,15 +196,21 @@ mod tests {
         }
         wino.set_weights(&w, &w_back);
 
+        // y unpooled; then pooled into rows with one pad row around each sample's t / 2, bit
+        // for bit what the separate pass computes from y (a pooled pass need not write y).
         let mut y = vec![0.0; (b + 1) * seg * c_out];
-        // Pooled into rows with one pad row around each sample's t / 2: bit for bit what
-        // the separate pass computes from y.
+        let buffers = (&mut wino.v, &mut wino.prod);
+        correlate(&wino.tf, conv, b, [c_in, c_out], 0, &x, &wino.u, buffers, (&mut y, None));
         let (pseg, mut pooled) = (t / 2 + 2, vec![f32::NAN; (b + 1) * (t / 2 + 2) * c_out]);
-        wino.forward(conv, b, &x, &mut y, Pooled { out: &mut pooled, seg: pseg, pad: 1 });
-        let mut want_pooled = vec![f32::NAN; pooled.len()];
-        crate::model::native::pool_relu(&y, conv, b, Pooled { out: &mut want_pooled, seg: pseg, pad: 1 });
+        let mut route = vec![0xa5; (b + 1) * t / 2 * route_bytes(c_out)];
+        let mut scratch = vec![0.0; y.len()];
+        wino.forward(conv, b, &x, &mut scratch, Pooled { out: &mut pooled, seg: pseg, pad: 1, route: &mut route });
+        let (mut want_pooled, mut want_route) = (vec![f32::NAN; pooled.len()], vec![0xa5; route.len()]);
+        let want = Pooled { out: &mut want_pooled, seg: pseg, pad: 1, route: &mut want_route };
+        crate::model::native::pool::pool_relu(&y, conv, b, want);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert!(bits(&pooled) == bits(&want_pooled), "pooled in the output pass ({isa:?})");
+        assert!(route == want_route, "route in the output pass ({isa:?})");
         let (mut got, mut want) = (Vec::new(), Vec::new());
         for r in (0..b * seg).filter(|&r| valid(r)) {
             for o in 0..c_out {

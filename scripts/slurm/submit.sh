@@ -25,6 +25,7 @@
 #   --account A           Slurm account
 #   --time T              time limit of each job (Slurm format, e.g. 4:00:00;
 #                         at least --signal-lead + 6 minutes)
+#   --finish-time T       time limit of the finish job (default: --time)
 #   --gpus-per-task G     GPUs per array task / finish job; "auto" (default):
 #                         as many as --devices cuda:... lists, else 1 if the
 #                         partition (--partition, or the default one)
@@ -61,7 +62,7 @@ abspath() {
 }
 
 RUN_DIR="" PRESET="" CONFIG="" DEVICES="auto" SHARDS="" PARALLEL="" PACK=""
-PARTITION="" ACCOUNT="" TIME="" GPUS="auto" CPUS="" MEM="" LEAD=120
+PARTITION="" ACCOUNT="" TIME="" FINISH_TIME="" GPUS="auto" CPUS="" MEM="" LEAD=120
 LOG_DIR="" ALLOW_PARTIAL=0 PARSABLE=0 DRY_RUN=0
 EXTRA=()
 
@@ -78,6 +79,7 @@ while (($#)); do
         --partition) need "$@"; PARTITION="$2"; shift 2 ;;
         --account) need "$@"; ACCOUNT="$2"; shift 2 ;;
         --time) need "$@"; TIME="$2"; shift 2 ;;
+        --finish-time) need "$@"; FINISH_TIME="$2"; shift 2 ;;
         --gpus-per-task) need "$@"; GPUS="$2"; shift 2 ;;
         --cpus-per-task) need "$@"; CPUS="$2"; shift 2 ;;
         --mem) need "$@"; MEM="$2"; shift 2 ;;
@@ -178,18 +180,18 @@ fi
 SB=(sbatch --parsable --export=ALL)
 [[ -z "$PARTITION" ]] || SB+=(--partition "$PARTITION")
 [[ -z "$ACCOUNT" ]] || SB+=(--account "$ACCOUNT")
-[[ -z "$TIME" ]] || SB+=(--time "$TIME")
 ((GPUS == 0)) || SB+=(--gres "gpu:$GPUS")
 [[ -z "$CPUS" ]] || SB+=(--cpus-per-task "$CPUS")
 [[ -z "$MEM" ]] || SB+=(--mem "$MEM")
 
-TRAIN=("${SB[@]}" --job-name agra-train --array "0-$((SHARDS - 1))%$PARALLEL"
+TRAIN=("${SB[@]}" ${TIME:+--time "$TIME"} --job-name agra-train --array "0-$((SHARDS - 1))%$PARALLEL"
     --requeue --signal "B:USR1@$LEAD" --open-mode append
     --output "$LOG_DIR/train-%A_%a.out"
     "$SCRIPT_DIR/train.sbatch" "${COMMON[@]}" --devices "$DEVICES")
 [[ -z "$PACK" ]] || TRAIN+=(--pack "$PACK")
 if ((ALLOW_PARTIAL)); then DEP=afterany; else DEP=afterok; fi
-FINISH=("${SB[@]}" --job-name agra-finish --open-mode append
+FINISH_TIME="${FINISH_TIME:-$TIME}"
+FINISH=("${SB[@]}" ${FINISH_TIME:+--time "$FINISH_TIME"} --job-name agra-finish --open-mode append
     --output "$LOG_DIR/finish-%j.out" --kill-on-invalid-dep yes
     "$SCRIPT_DIR/finish.sbatch" "${COMMON[@]}" --devices "$DEVICES")
 

@@ -41,12 +41,29 @@ const WIDE: &[&str] = &["--set", "model.channels=[16,16,16,16]"];
 
 #[test]
 fn a_signal_checkpoints_exits_3_and_the_resumed_run_is_bit_identical() {
-    signal_then_resume(SIGNALLED);
+    signal_then_resume(SIGNALLED, "-USR1"); // as Slurm sends it
 }
 
+/// SIGHUP (a closed terminal) too.
 #[test]
 fn a_signal_then_resume_is_bit_identical_with_winograd_layers() {
-    signal_then_resume(&[SIGNALLED, WIDE].concat());
+    signal_then_resume(&[SIGNALLED, WIDE].concat(), "-HUP");
+}
+
+/// Under `nohup` (SIGHUP ignored when agra starts) a hangup changes nothing.
+#[test]
+fn a_hangup_under_nohup_is_ignored() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let mut cmd = agra();
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe { cmd.pre_exec(|| (libc::signal(libc::SIGHUP, libc::SIG_IGN) != libc::SIG_ERR).then_some(()).ok_or_else(std::io::Error::last_os_error)) };
+    let args = [SIGNALLED, &["train"]].concat();
+    let mut child = cmd.arg("--run-dir").arg(&run_dir).args(tiny()).args(&args).spawn().unwrap();
+    wait_for_a_checkpoint(&run_dir);
+    assert!(std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "the hangup stopped a run under nohup");
 }
 
 /// With libtorch's kernels a member's rounding depends on its pack's size: a run begun with
@@ -63,22 +80,30 @@ fn a_resumed_run_packs_as_it_began_where_packing_changes_rounding() {
     libtorch(&mut cmd);
     assert!(cmd.arg("--run-dir").arg(&reference).args(tiny()).args(&first).status().unwrap().success());
     let then = [SIGNALLED, &["train"]].concat();
-    signal_then_resume_with(dir.path(), &weight_hashes(&reference), &first, &then, libtorch);
+    signal_then_resume_with(dir.path(), &weight_hashes(&reference), (&first, "-USR1"), &then, libtorch);
 }
 
-fn signal_then_resume(sets: &[&str]) {
+fn signal_then_resume(sets: &[&str], signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let expected = reference_with(dir.path(), sets);
     let args = [sets, &["train"]].concat();
-    signal_then_resume_with(dir.path(), &expected, &args, &args, |_| {});
+    signal_then_resume_with(dir.path(), &expected, (&args, signal), &args, |_| {});
 }
 
-/// Runs `first` (a train command line) until the first checkpoint, stops it with a signal, then
-/// runs `then`: the members must end as `expected`.
+fn wait_for_a_checkpoint(run_dir: &std::path::Path) {
+    let started = Instant::now();
+    while !run_dir.join("members/m0000").read_dir().map(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().starts_with("epoch-"))).unwrap_or(false) {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `first` (a train command line) until the first checkpoint, stops it with `signal` (a
+/// `kill` option), then runs `then`: the members must end as `expected`.
 fn signal_then_resume_with(
     dir: &std::path::Path,
     expected: &std::collections::BTreeMap<u64, String>,
-    first: &[&str],
+    (first, signal): (&[&str], &str),
     then: &[&str],
     env: impl Fn(&mut std::process::Command),
 ) {
@@ -87,13 +112,9 @@ fn signal_then_resume_with(
     env(&mut cmd);
     let mut child = cmd.arg("--run-dir").arg(&run_dir).args(tiny()).args(first).spawn().unwrap();
     // Wait for the first checkpoint, then ask politely.
-    let started = Instant::now();
-    while !run_dir.join("members/m0000").read_dir().map(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().starts_with("epoch-"))).unwrap_or(false) {
-        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sent = std::process::Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap();
-    assert!(sent.success()); // SIGUSR1, as Slurm sends it
+    wait_for_a_checkpoint(&run_dir);
+    let sent = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
     let code = child.wait().unwrap().code();
     if code == Some(0) {
         // The run finished before the signal landed; nothing to resume, still identical.

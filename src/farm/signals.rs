@@ -1,5 +1,6 @@
 //! SIGINT, SIGTERM and SIGUSR1 ask the farm to stop: each pack finishes its epoch, checkpoints
-//! and returns, and the process exits with code 3. A second Ctrl-C (SIGINT) exits at once with
+//! and returns, and the process exits with code 3. So does SIGHUP (a closed terminal or ssh
+//! session), unless agra started with it ignored (`nohup`), which then stays ignored. A second Ctrl-C (SIGINT) exits at once with
 //! 130 (the atomic checkpoint writes make even that safe); a repeated SIGTERM does not, because
 //! Slurm and the batch script forwarding it may both send one. SIGUSR1 is what Slurm sends
 //! before a time limit with `--signal=B:USR1@120`.
@@ -11,7 +12,7 @@
 //! The flags are process-wide state by nature: a signal is delivered to the process.
 
 use anyhow::{Context, Result};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -31,7 +32,8 @@ pub fn install() -> Result<()> {
     // Order matters: the shutdown checks run before this signal sets the flag.
     signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag()))
         .context("installing signal handlers")?;
-    for sig in [SIGINT, SIGTERM, SIGUSR1] {
+    let hangup = (!ignored(SIGHUP)).then_some(SIGHUP);
+    for sig in [SIGINT, SIGTERM, SIGUSR1].into_iter().chain(hangup) {
         let unheeded_now = Arc::clone(unheeded());
         let say = move || {
             if unheeded_now.load(Ordering::SeqCst) {
@@ -47,6 +49,15 @@ pub fn install() -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(flag())).context("installing signal handlers")?;
     }
     Ok(())
+}
+
+/// Whether `sig` arrived ignored from the parent (as `nohup` leaves SIGHUP).
+fn ignored(sig: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// While the guard lives, a signal sets the flag for the stage to poll instead of exiting.

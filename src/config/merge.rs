@@ -71,10 +71,13 @@ pub fn parse_set(set: &str) -> Result<(String, Value)> {
     if key.is_empty() || key.split('.').any(|part| part.is_empty()) {
         return Err(UsageError::new(format!("--set {set}: empty key")).into());
     }
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| Value::String(raw.trim().to_string()));
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}")).ok();
+    // A value whose next line sets more keys (`1\nother = 2`) is one value too many, not a
+    // value to cut short or a string.
+    if parsed.as_ref().is_some_and(|t| t.len() > 1) {
+        return Err(UsageError::new(format!("--set {key}: the value sets other keys on its next lines")).into());
+    }
+    let value = parsed.and_then(|mut t| t.remove("v")).unwrap_or_else(|| Value::String(raw.trim().to_string()));
     Ok((key.to_string(), nest(key, value)))
 }
 

@@ -30,6 +30,8 @@ fn sets_override_with_types_checked() {
     assert_eq!(c.train.lr, 0.01);
     assert_eq!(c.explain.split, "train");
     assert_eq!(c.data.period, [10.0, 20.0]);
+    // A TOML array may span lines.
+    assert_eq!(load("quick", &["data.period=[10,\n 20]"]).unwrap().data.period, [10.0, 20.0]);
     assert_ne!(c.hash(), load("quick", &[]).unwrap().hash());
 }
 
@@ -39,6 +41,8 @@ fn each_mistake_names_its_key() {
         (&["train.epoch=3"], "unknown key train.epoch"),
         (&["nosuch.key=1"], "unknown key nosuch"),
         (&["train.epochs=three"], "train.epochs"),
+        (&["seed=1\nbogus=5"], "seed: the value sets other keys"),
+        (&["train.members=7\n[data]\nsignals=5"], "train.members: the value sets other keys"),
         (&["train.epochs=0"], "train.epochs = 0"),
         (&["train.lr=-1"], "train.lr"),
         (&["train.lr=nan"], "train.lr"),

@@ -7,6 +7,7 @@ use crate::error::UsageError;
 use anyhow::{Context, Result};
 use std::fs::TryLockError;
 use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -74,16 +75,21 @@ fn lock_wait() -> Result<Duration> {
     }
 }
 
+/// Opens (creating) a lock file. Locks live in the run directory the user named, so one that
+/// cannot be written there is their mistake (exit 2), like a run directory that cannot be made.
 fn open(path: &Path) -> Result<File> {
+    let named = |e: std::io::Error, what: &Path| -> anyhow::Error {
+        match e.kind() {
+            ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+                UsageError::new(format!("cannot write {}: {e} (is the run directory writable?)", what.display())).into()
+            }
+            _ => anyhow::Error::new(e).context(format!("opening lock {}", what.display())),
+        }
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| named(e, dir))?;
     }
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening lock {}", path.display()))
+    OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| named(e, path))
 }
 
 #[cfg(test)]

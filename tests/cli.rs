@@ -128,6 +128,30 @@ fn damaged_outputs_are_named_and_never_followed() {
         std::fs::write(&path, original).unwrap();
     }
     assert!(!outside.exists() && std::fs::read_dir(dir.path()).unwrap().count() == 1, "nothing written outside the run");
+    // However a file is damaged, one exit code: an output 1 (its stage is to run again, as
+    // above), a split 2 (the user's to delete, as one of another config); a missing output 2.
+    let damaged: [(&str, &str, &[u8], i32); 5] = [
+        ("explain/grad/manifest.json", "evaluate", b"\xff\xfe", 1),
+        ("explain/grad/manifest.json", "evaluate", b"", 1),
+        ("evaluate/metrics.json", "report", b"\xff", 1),
+        ("data/test.safetensors", "explain", b"\x10\0\0\0\0\0\0\0{", 2),
+        ("data/test.safetensors", "explain", b"not a split", 2),
+    ];
+    for (file, command, bytes, code) in damaged {
+        let path = run_dir.join(file);
+        let original = std::fs::read(&path).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let out = agra().arg("--run-dir").arg(&run_dir).args(["-q", command]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{file} as {bytes:?}, {command}: {stderr}");
+        assert!(stderr.contains(file) && stderr.lines().count() == 1, "{file}, {command}: {stderr}");
+        std::fs::remove_file(&path).unwrap();
+        if code == 1 {
+            let out = agra().arg("--run-dir").arg(&run_dir).args(["-q", command]).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{file} missing, {command}");
+        }
+        std::fs::write(&path, original).unwrap();
+    }
     // A metrics.json cut short (a full disk, an editor) is made again by `run`, not skipped as
     // complete for report to fail on every call.
     let run_again = || {

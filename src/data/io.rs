@@ -32,7 +32,12 @@ pub fn write_split(split: &Split, origin: &str, path: &Path) -> anyhow::Result<(
 /// origin (absent from files written before agra recorded it).
 pub fn read_split(path: &Path) -> anyhow::Result<(Split, Option<String>)> {
     let bytes = crate::store::read(path).with_context(|| format!("reading split {}", path.display()))?;
-    decode_split(&bytes).with_context(|| format!("bad split file {}", path.display()))
+    // However it is damaged, the split is the user's to delete (exit 2), as one of another
+    // config is (`data::read`).
+    decode_split(&bytes).map_err(|e| {
+        let why = format!("{} is damaged: {e:#}; delete it and agra makes it again", path.display());
+        crate::error::UsageError::new(why).into()
+    })
 }
 
 /// Write `split` as `.npy` files `dir/{prefix}_{name}.npy`, one per tensor of the
@@ -183,9 +188,7 @@ fn decode_split(bytes: &[u8]) -> anyhow::Result<(Split, Option<String>)> {
     if let Some(expected) = field("content_sha256") {
         let header = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
         if crate::store::sha256_hex(&[&bytes[8 + header..]]) != expected {
-            // Like the split of another config that `data::read` refuses: the user's to delete.
-            let why = "its contents changed after agra wrote it (content hash); delete it and agra makes it again";
-            return Err(crate::error::UsageError::new(why).into());
+            bail!("its contents changed after agra wrote it (content hash)");
         }
     }
     let expected = ["attribution", "ideal", "mask", "perturbations", "perturbed", "scores"];

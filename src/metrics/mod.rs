@@ -119,8 +119,7 @@ pub fn run(run: &RunDir, devices: &Devices, ui: &Progress) -> Result<Summary> {
 
 pub fn load(run: &RunDir) -> Result<Evaluation> {
     let path = run.evaluate_dir().join("metrics.json");
-    let text = crate::store::read_text(&path)
-        .map_err(|e| crate::error::UsageError::new(format!("{}: {e}; run `agra evaluate` first", path.display())))?;
+    let text = crate::store::read_output(&path, "evaluate")?;
     let damaged = || format!("{} is damaged; run `agra evaluate` again", path.display());
     let evaluation: Evaluation = serde_json::from_str(&text).with_context(damaged)?;
     if let Some(why) = foreign_name(&evaluation, &run.config) {

@@ -152,10 +152,18 @@ impl RunDir {
         if meta.config_hash == self.config.hash() {
             return Ok(());
         }
-        let differs = match Self::inspect(&self.root) {
-            Ok(Some((saved, _))) => first_difference(&saved.config, &self.config),
-            _ => None,
-        };
+        let saved = Self::inspect(&self.root).ok().flatten().map(|(saved, _)| saved.config);
+        if saved.as_ref().is_some_and(|saved| saved.hash() == self.config.hash()) {
+            // This is the run's own config.toml: what names another is run.json.
+            return Err(UsageError::new(format!(
+                "{} is damaged: it records config {:?}, but the run's config.toml makes {}; restore it, or start again in another --run-dir",
+                self.root.join(META).display(),
+                meta.config_hash,
+                self.config.hash()
+            ))
+            .into());
+        }
+        let differs = saved.and_then(|saved| first_difference(&saved, &self.config));
         let at = differs.map(|k| format!(" (first difference: {k})")).unwrap_or_default();
         Err(UsageError::new(format!(
             "run directory {} was made with config {}, not this one {}{at}; use another --run-dir, or go on with its own: `agra --run-dir {} <command>` without --preset, --config or --set",

@@ -31,6 +31,20 @@ fn another_config_is_refused_naming_the_difference() {
     assert_eq!(std::fs::read(dir.path().join("config.toml")).unwrap(), before);
 }
 
+/// A run.json whose hash is not its own config.toml's is named, rather than the command that
+/// would go on with that config.toml (which is the one given).
+#[test]
+fn a_damaged_config_hash_names_run_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::open(dir.path(), &config(&[])).unwrap();
+    let path = dir.path().join("run.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace(&run.config.hash(), "");
+    std::fs::write(&path, text).unwrap();
+    let err = RunDir::open(dir.path(), &config(&[])).unwrap_err();
+    assert_eq!(exit_code(&err), 2);
+    assert!(err.to_string().contains("run.json is damaged"), "{err}");
+}
+
 #[test]
 fn foreign_directories_and_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();

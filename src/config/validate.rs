@@ -50,8 +50,9 @@ pub fn check(c: &Config) -> Result<()> {
     }
     if m.channels.len() != 4 {
         return bad(format!(
-            "model.channels has {} entries; the network has exactly 4 convolution layers",
-            m.channels.len()
+            "model.channels has {} entr{}; the network has exactly 4 convolution layers",
+            m.channels.len(),
+            if m.channels.len() == 1 { "y" } else { "ies" }
         ));
     }
     for &ch in &m.channels {

@@ -77,7 +77,9 @@ fn parse_one(item: &str, cuda_count: usize) -> Result<Device> {
         .strip_prefix("cuda:")
         .or_else(|| (item == "cuda").then_some("0"))
         .and_then(|i| i.parse::<usize>().ok())
-        .ok_or_else(|| UsageError::new(format!("--devices: {item:?} is not cpu, cuda or cuda:N")))?;
+        .ok_or_else(|| {
+            UsageError::new(format!("--devices: {item:?} is not cpu, cuda or cuda:N (it takes a list of these, or auto)"))
+        })?;
     if index >= cuda_count {
         return Err(UsageError::new(format!(
             "--devices: {item} does not exist ({cuda_count} CUDA device{} visible)",

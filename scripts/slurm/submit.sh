@@ -100,6 +100,12 @@ LOG_DIR="$(abspath "${LOG_DIR:-$RUN_DIR/slurm}")"
 [[ -z "$CONFIG" ]] || CONFIG="$(abspath "$CONFIG")"
 [[ -z "$CONFIG" || -f "$CONFIG" ]] || die "config file not found: $CONFIG"
 [[ "$LEAD" =~ ^[0-9]+$ ]] || die "--signal-lead must be seconds"
+# Checked here, since the jobs get --devices and agra status (below) does not.
+[[ "$DEVICES" =~ ^(auto|(cpu|cuda(:[0-9]+)?)(,(cpu|cuda(:[0-9]+)?))*)$ ]] \
+    || die "--devices $DEVICES: expected auto, or a list of cpu, cuda, cuda:N"
+for arg in ${EXTRA[@]+"${EXTRA[@]}"}; do
+    [[ "$arg" != --devices && "$arg" != --devices=* ]] || die "give --devices to submit.sh, not after --"
+done
 
 # Slurm's time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in seconds; fails on others
 # (UNLIMITED, or a typo that sbatch will name).
@@ -119,9 +125,10 @@ slurm_seconds() {
     echo $(((((10#$d * 24 + 10#$h) * 60) + 10#$m) * 60 + 10#$s))
 }
 # sbatch sends the USR1 up to 60 s before LEAD: a limit inside that window signals agra before
-# it has trained (or before it can take the signal), and the task ends FAILED or TIMEOUT.
+# it has trained (or before it can take the signal), and the task ends FAILED or TIMEOUT. (0 is
+# no limit.)
 if [[ -n "$TIME" ]] && limit="$(slurm_seconds "$TIME")"; then
-    ((limit >= LEAD + 60 + 300)) || die "--time $TIME leaves under 5 minutes of work before the USR1 that comes up to --signal-lead $LEAD + 60 s before it (Slurm reads M:S as minutes:seconds; use H:M:S)"
+    ((limit == 0 || limit >= LEAD + 60 + 300)) || die "--time $TIME leaves under 5 minutes of work before the USR1 that comes up to --signal-lead $LEAD + 60 s before it (Slurm reads M:S as minutes:seconds; use H:M:S)"
 fi
 [[ -z "$SHARDS" || "$SHARDS" =~ ^[1-9][0-9]*$ ]] || die "--shards must be a positive integer"
 [[ -z "$PARALLEL" || "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || die "--parallel must be a positive integer"
@@ -159,10 +166,24 @@ if [[ -z "$SHARDS" ]]; then
 fi
 PARALLEL="${PARALLEL:-$SHARDS}"
 
-if [[ "$DEVICES" == cpu* ]]; then
-    GPUS=0
-elif [[ "$GPUS" == auto && "$DEVICES" =~ ^cuda ]]; then
-    GPUS=$(($(tr -cd , <<<"$DEVICES" | wc -c) + 1)) # one per listed device
+# The GPUs a --devices list needs: Slurm numbers a job's GPUs from 0, so cuda:N needs N + 1.
+cuda_needed() {
+    local n=0 i item items
+    IFS=, read -ra items <<<"$1"
+    for item in "${items[@]}"; do
+        case "$item" in
+            cuda) i=0 ;;
+            cuda:*) i=${item#cuda:} ;;
+            *) continue ;;
+        esac
+        if ((10#$i + 1 > n)); then n=$((10#$i + 1)); fi
+    done
+    echo "$n"
+}
+if [[ "$DEVICES" != auto ]] && (($(cuda_needed "$DEVICES") == 0)); then
+    GPUS=0 # a list without cuda never needs one
+elif [[ "$GPUS" == auto && "$DEVICES" != auto ]]; then
+    GPUS=$(cuda_needed "$DEVICES")
 elif [[ "$GPUS" == auto ]]; then
     GPUS=0
     # The partition the jobs will run in: the given one, else the default (marked '*').

@@ -35,6 +35,11 @@ impl Lock {
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(Lock { file }),
+                // A stop asked for while waiting (Slurm's USR1 near the time limit) ends the wait:
+                // nothing has been done yet, so there is nothing to keep.
+                Err(TryLockError::WouldBlock) if crate::farm::signals::stop_requested() => {
+                    return Err(crate::error::Interrupted.into())
+                }
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
@@ -47,9 +52,10 @@ impl Lock {
         }
     }
 
-    /// Whether another process holds the lock now; takes it for an instant if not.
+    /// Whether another process holds the lock now; takes it for an instant if not. (Read-only:
+    /// flock needs no write access, so another user's run shows its locks too.)
     pub fn is_held(path: &Path) -> bool {
-        path.exists() && open(path).map_or(true, |file| matches!(file.try_lock(), Err(TryLockError::WouldBlock)))
+        path.exists() && File::open(path).map_or(true, |file| matches!(file.try_lock(), Err(TryLockError::WouldBlock)))
     }
 
     /// Waits for the lock: for short critical sections shared by concurrent shards.

@@ -63,14 +63,15 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
 }
 
 /// A stage's output file as text, for the stage after it: one that is not there is the user's
-/// to make (exit 2, "run `agra <stage>` first"); one that cannot be read as text is damaged, a
-/// runtime fault like any damaged output (exit 1, "run `agra <stage>` again").
+/// to make (exit 2, "run `agra <stage>` first"); one that is not text is damaged, a runtime
+/// fault like any damaged output (exit 1, "run `agra <stage>` again"); other faults exit 1.
 pub fn read_output(path: &Path, stage: &str) -> Result<String> {
     read_text(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             crate::error::UsageError::new(format!("{}: {e}; run `agra {stage}` first", path.display())).into()
         }
-        _ => anyhow::anyhow!("{} is damaged ({e}); run `agra {stage}` again", path.display()),
+        std::io::ErrorKind::InvalidData => anyhow::anyhow!("{} is damaged ({e}); run `agra {stage}` again", path.display()),
+        _ => anyhow::anyhow!("reading {}: {e}", path.display()),
     })
 }
 

@@ -111,22 +111,27 @@ impl RunDir {
             }
             return Ok(None);
         }
-        let text = super::read_text(&path).map_err(|e| UsageError::new(format!("{} is damaged: {e}", path.display())))?;
-        let value: toml::Value = toml::from_str(&text)
-            .map_err(|e| UsageError::new(format!("{}: {}", path.display(), e.message())))?;
-        let config = Config::from_value(value).map_err(|e| UsageError::new(format!("{}: {e:#}", path.display())))?;
-        let run = RunDir { root: root.to_path_buf(), config };
+        let run = RunDir { root: root.to_path_buf(), config: Self::saved_config(&path)? };
         let meta = run.read_meta()?.unwrap_or_default();
         if !meta.config_hash.is_empty() && meta.config_hash != run.config.hash() {
             return Err(UsageError::new(format!(
-                "{} was edited: it makes config {}, but the run was made with {} (run.json); restore it, or start again in another --run-dir",
+                "{} makes config {}, but {} records {:?}: one of the two was edited or damaged; restore it, or start again in another --run-dir",
                 path.display(),
                 run.config.hash(),
+                root.join(META).display(),
                 meta.config_hash
             ))
             .into());
         }
         Ok(Some((run, meta)))
+    }
+
+    /// The configuration a run directory's config.toml (`path`) holds.
+    fn saved_config(path: &Path) -> Result<Config> {
+        let text = super::read_text(path).map_err(|e| UsageError::new(format!("{} is damaged: {e}", path.display())))?;
+        let value: toml::Value = toml::from_str(&text)
+            .map_err(|e| UsageError::new(format!("{}: {}", path.display(), e.message())))?;
+        Config::from_value(value).map_err(|e| UsageError::new(format!("{}: {e:#}", path.display())).into())
     }
 
     fn initialise(&self) -> Result<()> {
@@ -152,7 +157,7 @@ impl RunDir {
         if meta.config_hash == self.config.hash() {
             return Ok(());
         }
-        let saved = Self::inspect(&self.root).ok().flatten().map(|(saved, _)| saved.config);
+        let saved = Self::saved_config(&self.root.join(CONFIG)).ok();
         if saved.as_ref().is_some_and(|saved| saved.hash() == self.config.hash()) {
             // This is the run's own config.toml: what names another is run.json.
             return Err(UsageError::new(format!(

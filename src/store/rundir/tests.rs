@@ -38,11 +38,13 @@ fn a_damaged_config_hash_names_run_json() {
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::open(dir.path(), &config(&[])).unwrap();
     let path = dir.path().join("run.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace(&run.config.hash(), "");
-    std::fs::write(&path, text).unwrap();
-    let err = RunDir::open(dir.path(), &config(&[])).unwrap_err();
-    assert_eq!(exit_code(&err), 2);
-    assert!(err.to_string().contains("run.json is damaged"), "{err}");
+    let original = std::fs::read_to_string(&path).unwrap();
+    for wrong in ["", "deadbeef"] {
+        std::fs::write(&path, original.replace(&run.config.hash(), wrong)).unwrap();
+        let err = RunDir::open(dir.path(), &config(&[])).unwrap_err();
+        assert_eq!(exit_code(&err), 2);
+        assert!(err.to_string().contains("run.json is damaged"), "{wrong:?}: {err}");
+    }
 }
 
 #[test]

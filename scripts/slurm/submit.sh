@@ -27,7 +27,7 @@
 #                         at least --signal-lead + 6 minutes)
 #   --finish-time T       time limit of the finish job (default: --time)
 #   --gpus-per-task G     GPUs per array task / finish job; "auto" (default):
-#                         as many as --devices cuda:... lists, else 1 if the
+#                         highest cuda:N in --devices + 1, else 1 if the
 #                         partition (--partition, or the default one)
 #                         advertises gpu GRES, else none; none with --devices cpu
 #   --cpus-per-task C     CPUs per task

@@ -338,3 +338,31 @@ fn an_interrupted_explain_resumes_from_its_finished_packs() {
     assert!(stderr.contains("packs kept from an interrupted run"), "{stderr}");
     assert_eq!(arrays(&run_dir), expected);
 }
+
+/// A member's lock held elsewhere (on NFS, a dead node's) is waited for `AGRA_LOCK_WAIT`
+/// seconds: a stop asked for meanwhile ends the wait with exit 3 at once, and a lock released
+/// in time lets the run go on.
+#[test]
+fn a_lock_wait_ends_at_a_signal_or_when_the_lock_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    ok(&run_dir, &["data"]);
+    let path = run_dir.join("locks/member-0000.lock");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let held = std::fs::File::create(&path).unwrap();
+    held.lock().unwrap();
+    let train = || {
+        let mut cmd = agra();
+        cmd.env("AGRA_LOCK_WAIT", "60").arg("--run-dir").arg(&run_dir).args(tiny()).arg("train").spawn().unwrap()
+    };
+    let mut child = train();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let stopped = Instant::now();
+    assert_eq!(child.wait().unwrap().code(), Some(3), "a stop during the wait");
+    assert!(stopped.elapsed() < Duration::from_secs(5), "the wait went on after the stop");
+    let mut child = train();
+    std::thread::sleep(Duration::from_millis(1500));
+    held.unlock().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "a lock released in time");
+}

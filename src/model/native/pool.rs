@@ -4,7 +4,7 @@
 //! those outputs need not stay in cache. (The Winograd layers pool in their output pass, with
 //! the same operations and the same route.)
 
-use super::Conv;
+use super::{relu, Conv};
 
 /// Where a layer's pooled output goes: pooled row i of sample s is row `s * seg + pad + i` of
 /// `out` (the next layer's padded input, or the last layer's features); its route is row
@@ -29,8 +29,7 @@ pub fn route_bytes(c: usize) -> usize {
 #[inline(always)]
 fn pool_one(e: f32, o: f32) -> (f32, bool, bool) {
     let odd = o > e;
-    let max = if odd { o } else { e };
-    let pooled = if max < 0.0 { 0.0 } else { max };
+    let pooled = relu(if odd { o } else { e });
     let through = pooled > 0.0;
     (pooled, through && !odd, through && odd)
 }
@@ -44,9 +43,9 @@ pub fn pool_relu(y: &[f32], conv: Conv, b: usize, pooled: Pooled) {
         "pool: pooled rows out of bounds"
     );
     assert!(b * half * width <= pooled.route.len(), "pool: route out of bounds");
+    let rows = Rows { conv, b, seg: pooled.seg, pad: pooled.pad };
     #[cfg(target_arch = "x86_64")]
     {
-        let rows = Rows { conv, b, seg: pooled.seg, pad: pooled.pad };
         let (y, out, route) = (y.as_ptr(), pooled.out.as_mut_ptr(), pooled.route.as_mut_ptr());
         // SAFETY: as in `pool_relu_backward`.
         match super::lanes::lanes(c) {
@@ -55,22 +54,19 @@ pub fn pool_relu(y: &[f32], conv: Conv, b: usize, pooled: Pooled) {
             _ => {}
         }
     }
-    for s in 0..b {
-        for i in 0..half {
-            let r = (s * conv.seg() + 2 * i) * c;
-            let (even, odd) = y[r..r + 2 * c].split_at(c);
-            let dst = &mut pooled.out[(s * pooled.seg + pooled.pad + i) * c..][..c];
-            let (to_even, to_odd) = pooled.route[(s * half + i) * width..][..width].split_at_mut(width / 2);
-            to_even.fill(0);
-            to_odd.fill(0);
-            for (o, (d, (&e, &od))) in dst.iter_mut().zip(even.iter().zip(odd)).enumerate() {
-                let (value, e_bit, o_bit) = pool_one(e, od);
-                *d = value;
-                to_even[o / 8] |= (e_bit as u8) << (o % 8);
-                to_odd[o / 8] |= (o_bit as u8) << (o % 8);
-            }
+    rows.each(0, |pair, at, bits| {
+        let (even, odd) = y[pair..pair + 2 * c].split_at(c);
+        let dst = &mut pooled.out[at..at + c];
+        let (to_even, to_odd) = pooled.route[bits..bits + width].split_at_mut(width / 2);
+        to_even.fill(0);
+        to_odd.fill(0);
+        for (o, (d, (&e, &od))) in dst.iter_mut().zip(even.iter().zip(odd)).enumerate() {
+            let (value, e_bit, o_bit) = pool_one(e, od);
+            *d = value;
+            to_even[o / 8] |= (e_bit as u8) << (o % 8);
+            to_odd[o / 8] |= (o_bit as u8) << (o % 8);
         }
-    }
+    });
 }
 
 /// The pooled values' gradient `grad` (laid out as `pool_relu` wrote its output: row
@@ -87,9 +83,9 @@ pub fn pool_relu_backward(
     assert!(b == 0 || ((b - 1) * seg + pad + half) * c <= grad.len(), "pool: gradient rows out of bounds");
     assert!(b * half * route_bytes(c) <= route.len(), "pool: route out of bounds");
     assert!(b * conv.seg() * c <= dy.len(), "pool: dy rows out of bounds");
+    let rows = Rows { conv, b, seg, pad };
     #[cfg(target_arch = "x86_64")]
     {
-        let rows = Rows { conv, b, seg, pad };
         let (g, r, d) = (grad.as_ptr(), route.as_ptr(), dy.as_mut_ptr());
         // SAFETY: the asserts bound every row read and written; `lanes` checks the CPU and that
         // rows are whole registers.
@@ -100,28 +96,41 @@ pub fn pool_relu_backward(
         }
     }
     let width = route_bytes(c);
-    for s in 0..b {
-        for i in 0..half {
-            let g = &grad[(s * seg + pad + i) * c..][..c];
-            let (to_even, to_odd) = route[(s * half + i) * width..][..width].split_at(width / 2);
-            let row = (s * conv.seg() + 2 * conv.pad + 2 * i) * c;
-            let (d_even, d_odd) = dy[row..row + 2 * c].split_at_mut(c);
-            for (o, &g) in g.iter().enumerate() {
-                let bit = |set: &[u8]| set[o / 8] >> (o % 8) & 1 == 1;
-                d_even[o] = if bit(to_even) { g } else { 0.0 };
-                d_odd[o] = if bit(to_odd) { g } else { 0.0 };
-            }
+    rows.each(2 * conv.pad, |pair, at, bits| {
+        let (to_even, to_odd) = route[bits..bits + width].split_at(width / 2);
+        let (d_even, d_odd) = dy[pair..pair + 2 * c].split_at_mut(c);
+        for (o, &g) in grad[at..at + c].iter().enumerate() {
+            let bit = |set: &[u8]| set[o / 8] >> (o % 8) & 1 == 1;
+            d_even[o] = if bit(to_even) { g } else { 0.0 };
+            d_odd[o] = if bit(to_odd) { g } else { 0.0 };
         }
-    }
+    });
 }
 
-/// The geometry `pool_relu` and its backward hand their vector kernels.
+/// The geometry of a layer's pooling: `b` samples of `conv`'s output, pooled into rows
+/// `seg` apart after `pad` rows (as `Pooled`).
 #[derive(Clone, Copy)]
 struct Rows {
     conv: Conv,
     b: usize,
     seg: usize,
     pad: usize,
+}
+
+impl Rows {
+    /// Calls `f(pair, pooled, route)` for every pooled row, each the offset of its first
+    /// element: of the pair of output rows it pools (sample s's rows from `s * conv.seg() +
+    /// lead`), of the pooled row, of its route's first byte. (Inlined, so the vector passes'
+    /// closures compile with their features.)
+    #[inline(always)]
+    fn each(&self, lead: usize, mut f: impl FnMut(usize, usize, usize)) {
+        let (c, half, width) = (self.conv.c_out, self.conv.t / 2, route_bytes(self.conv.c_out));
+        for s in 0..self.b {
+            for i in 0..half {
+                f((s * self.conv.seg() + lead + 2 * i) * c, (s * self.seg + self.pad + i) * c, (s * half + i) * width);
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -134,18 +143,13 @@ mod simd {
 
     #[inline(always)]
     unsafe fn forward<V: Lanes>(rows: Rows, y: *const f32, out: *mut f32, route: *mut u8) {
-        let Rows { conv, b, seg, pad } = rows;
-        let (c, half, width) = (conv.c_out, conv.t / 2, route_bytes(conv.c_out));
-        for s in 0..b {
-            for i in 0..half {
-                let (pair, to) = (y.add((s * conv.seg() + 2 * i) * c), out.add((s * seg + pad + i) * c));
-                let bits = route.add((s * half + i) * width);
-                for j in (0..c).step_by(V::N) {
-                    let (even, odd) = (V::load(pair.add(j)), V::load(pair.add(c + j)));
-                    pool_register(even, odd, to.add(j), bits.add(j / 8), width / 2);
-                }
+        let (c, width) = (rows.conv.c_out, route_bytes(rows.conv.c_out));
+        rows.each(0, |pair, at, bits| {
+            for j in (0..c).step_by(V::N) {
+                let (even, odd) = (V::load(y.add(pair + j)), V::load(y.add(pair + c + j)));
+                pool_register(even, odd, out.add(at + j), route.add(bits + j / 8), width / 2);
             }
-        }
+        });
     }
 
     /// One register of a pair's rows pooled (`super::pool_one` lane by lane) into `out`, with
@@ -162,20 +166,14 @@ mod simd {
     /// Register by register: the gradient kept where each bitset's bits are set.
     #[inline(always)]
     unsafe fn backward<V: Lanes>(rows: Rows, grad: *const f32, route: *const u8, dy: *mut f32) {
-        let Rows { conv, b, seg, pad } = rows;
-        let (c, half, width) = (conv.c_out, conv.t / 2, route_bytes(conv.c_out));
-        for s in 0..b {
-            for i in 0..half {
-                let g = grad.add((s * seg + pad + i) * c);
-                let bits = route.add((s * half + i) * width);
-                let d = dy.add((s * conv.seg() + 2 * conv.pad + 2 * i) * c);
-                for j in (0..c).step_by(V::N) {
-                    let v = V::load(g.add(j));
-                    v.keep(load_bits::<V>(bits.add(j / 8))).store(d.add(j));
-                    v.keep(load_bits::<V>(bits.add(width / 2 + j / 8))).store(d.add(c + j));
-                }
+        let (c, width) = (rows.conv.c_out, route_bytes(rows.conv.c_out));
+        rows.each(2 * rows.conv.pad, |pair, at, bits| {
+            for j in (0..c).step_by(V::N) {
+                let v = V::load(grad.add(at + j));
+                v.keep(load_bits::<V>(route.add(bits + j / 8))).store(dy.add(pair + j));
+                v.keep(load_bits::<V>(route.add(bits + width / 2 + j / 8))).store(dy.add(pair + c + j));
             }
-        }
+        });
     }
 
     /// A register's `V::N` bits, from `V::N / 8` bytes.

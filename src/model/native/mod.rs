@@ -430,26 +430,23 @@ fn fold_windows(cols: &[f32], conv: Conv, b: usize, dx: &mut [f32]) {
     dx.fill(0.0);
     for kk in 0..conv.k {
         let (src, dst) = (&cols[kk * c_in..], &mut dx[kk * c_in..]);
-        // The signals' few channels as a constant: the loop over them then unrolls.
+        // The signals' few channels as a constant where they are few: the loop over them then
+        // unrolls (`fold_pass` is inlined into each arm).
         match c_in {
-            1 => fold_pass::<1>(src, width, rows, dst),
-            2 => fold_pass::<2>(src, width, rows, dst),
-            3 => fold_pass::<3>(src, width, rows, dst),
-            4 => fold_pass::<4>(src, width, rows, dst),
-            _ => {
-                for (r, out) in dst.chunks_exact_mut(c_in).take(rows).enumerate() {
-                    out.iter_mut().zip(&src[r * width..][..c_in]).for_each(|(o, &v)| *o += v);
-                }
-            }
+            1 => fold_pass(src, width, rows, dst, 1),
+            2 => fold_pass(src, width, rows, dst, 2),
+            3 => fold_pass(src, width, rows, dst, 3),
+            4 => fold_pass(src, width, rows, dst, 4),
+            _ => fold_pass(src, width, rows, dst, c_in),
         }
     }
 }
 
-/// Row r of `dst` (C floats) += the first C floats of row r of `src` (`width` floats a row).
-fn fold_pass<const C: usize>(src: &[f32], width: usize, rows: usize, dst: &mut [f32]) {
-    for (out, from) in dst.chunks_exact_mut(C).zip(src.chunks(width)).take(rows) {
-        let (out, from): (&mut [f32; C], &[f32; C]) = (out.try_into().unwrap(), from[..C].try_into().unwrap());
-        (0..C).for_each(|c| out[c] += from[c]);
+/// Row r of `dst` (`c` floats) += the first `c` floats of row r of `src` (`width` floats a row).
+#[inline(always)]
+fn fold_pass(src: &[f32], width: usize, rows: usize, dst: &mut [f32], c: usize) {
+    for (out, from) in dst.chunks_exact_mut(c).zip(src.chunks(width)).take(rows) {
+        out.iter_mut().zip(&from[..c]).for_each(|(o, &v)| *o += v);
     }
 }
 

@@ -6,7 +6,7 @@ use super::{MethodPart, PackResult};
 use crate::cli::ExplainArgs;
 use crate::error::UsageError;
 use crate::store::{npy, RunDir};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -215,9 +215,7 @@ pub fn load_methods(run: &RunDir, names: &[String]) -> Result<Vec<MethodArrays>>
 fn load_method(run: &RunDir, name: &str) -> Result<MethodArrays> {
     let dir = run.explain_dir().join(name);
     let manifest_path = dir.join("manifest.json");
-    let text = crate::store::read_output(&manifest_path, "explain")?;
-    let manifest: MethodSummary = serde_json::from_str(&text)
-        .with_context(|| format!("{} is damaged; run `agra explain` again", manifest_path.display()))?;
+    let manifest: MethodSummary = crate::store::read_output(&manifest_path, "explain")?;
     for file in &manifest.files {
         if Path::new(file).components().count() != 1 {
             return Err(UsageError::new(format!("{}: file {file:?} lies outside the run directory", manifest_path.display())).into());

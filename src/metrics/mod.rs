@@ -15,7 +15,7 @@ use crate::farm::Devices;
 use crate::progress::Progress;
 use crate::store::rundir::Stage;
 use crate::store::RunDir;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use signal::{Scores, Wanted, NAMES};
@@ -119,11 +119,9 @@ pub fn run(run: &RunDir, devices: &Devices, ui: &Progress) -> Result<Summary> {
 
 pub fn load(run: &RunDir) -> Result<Evaluation> {
     let path = run.evaluate_dir().join("metrics.json");
-    let text = crate::store::read_output(&path, "evaluate")?;
-    let damaged = || format!("{} is damaged; run `agra evaluate` again", path.display());
-    let evaluation: Evaluation = serde_json::from_str(&text).with_context(damaged)?;
+    let evaluation: Evaluation = crate::store::read_output(&path, "evaluate")?;
     if let Some(why) = foreign_name(&evaluation, &run.config) {
-        anyhow::bail!("{} ({why})", damaged());
+        anyhow::bail!("{} is damaged; run `agra evaluate` again ({why})", path.display());
     }
     Ok(evaluation)
 }

@@ -62,17 +62,19 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
     String::from_utf8(read(path)?).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// A stage's output file as text, for the stage after it: one that is not there is the user's
-/// to make (exit 2, "run `agra <stage>` first"); one that is not text is damaged, a runtime
-/// fault like any damaged output (exit 1, "run `agra <stage>` again"); other faults exit 1.
-pub fn read_output(path: &Path, stage: &str) -> Result<String> {
-    read_text(path).map_err(|e| match e.kind() {
+/// A stage's JSON output, for the stage after it: one that is not there is the user's to make
+/// (exit 2, "run `agra <stage>` first"); one that is not text or does not parse is damaged, a
+/// runtime fault like any damaged output (exit 1, "run `agra <stage>` again"); other faults
+/// exit 1.
+pub fn read_output<T: serde::de::DeserializeOwned>(path: &Path, stage: &str) -> Result<T> {
+    let text = read_text(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             crate::error::UsageError::new(format!("{}: {e}; run `agra {stage}` first", path.display())).into()
         }
         std::io::ErrorKind::InvalidData => anyhow::anyhow!("{} is damaged ({e}); run `agra {stage}` again", path.display()),
         _ => anyhow::anyhow!("reading {}: {e}", path.display()),
-    })
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is damaged; run `agra {stage}` again", path.display()))
 }
 
 /// Deletes a file; one already gone is no error (another run, or the user, got there first).

@@ -23,9 +23,9 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Training or explain stopped on SIGINT, SIGTERM, SIGUSR1 or SIGHUP after keeping its work (members'
-/// checkpoints, explain's finished packs): exit code 3, so a scheduler (Slurm's requeue) can
-/// tell "stopped cleanly, run me again" from a failure.
+/// Training or explain stopped on SIGINT, SIGTERM, SIGUSR1 or SIGHUP after keeping its work
+/// (members' checkpoints, explain's finished packs): exit code 3, so a scheduler (Slurm's
+/// requeue) can tell "stopped cleanly, run me again" from a failure.
 #[derive(Debug)]
 pub struct Interrupted;
 

@@ -1,9 +1,9 @@
 //! SIGINT, SIGTERM and SIGUSR1 ask the farm to stop: each pack finishes its epoch, checkpoints
 //! and returns, and the process exits with code 3. So does SIGHUP (a closed terminal or ssh
-//! session), unless agra started with it ignored (`nohup`), which then stays ignored. A second Ctrl-C (SIGINT) exits at once with
-//! 130 (the atomic checkpoint writes make even that safe); a repeated SIGTERM does not, because
-//! Slurm and the batch script forwarding it may both send one. SIGUSR1 is what Slurm sends
-//! before a time limit with `--signal=B:USR1@120`.
+//! session), unless agra started with it ignored (`nohup`), which then stays ignored. A second
+//! Ctrl-C (SIGINT) exits at once with 130 (the atomic checkpoint writes make even that safe); a
+//! repeated SIGTERM does not, because Slurm and the batch script forwarding it may both send one.
+//! SIGUSR1 is what Slurm sends before a time limit with `--signal=B:USR1@120`.
 //!
 //! Only training and explain have work worth finishing (`polling`); in the other stages
 //! (data, evaluate, report: seconds, written atomically, done again whole) a signal exits at

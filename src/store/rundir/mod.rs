@@ -303,7 +303,8 @@ impl RunDir {
             Stage::Evaluate => vec![self.evaluate_dir().join("metrics.json")],
             Stage::Report => vec![self.report_dir().join("report.md")],
         };
-        let whole = |p: &Path| stage != Stage::Evaluate || super::read_output::<serde_json::Value>(p, "evaluate").is_ok();
+        let whole =
+            |p: &Path| stage != Stage::Evaluate || super::read_output::<serde_json::Value>(p, "evaluate").is_ok();
         outputs.iter().all(|p| p.exists() && whole(p))
     }
 }

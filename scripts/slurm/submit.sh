@@ -180,10 +180,13 @@ cuda_needed() {
     done
     echo "$n"
 }
-if [[ "$DEVICES" != auto ]] && (($(cuda_needed "$DEVICES") == 0)); then
-    GPUS=0 # a list without cuda never needs one
-elif [[ "$GPUS" == auto && "$DEVICES" != auto ]]; then
-    GPUS=$(cuda_needed "$DEVICES")
+if [[ "$DEVICES" != auto ]]; then
+    needed="$(cuda_needed "$DEVICES")"
+    if ((needed == 0)); then
+        GPUS=0 # a list without cuda never needs one
+    elif [[ "$GPUS" == auto ]]; then
+        GPUS=$needed
+    fi
 elif [[ "$GPUS" == auto ]]; then
     GPUS=0
     # The partition the jobs will run in: the given one, else the default (marked '*').

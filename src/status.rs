@@ -111,9 +111,13 @@ pub fn run(root: &Path, config: &Config, as_json: bool) -> Result<()> {
             count("missing"),
             members.len()
         ));
-        for m in members.iter().filter(|m| m["state"] != "finished") {
+        // A member missing for no reason but not having started is in the count only: a run not
+        // started would otherwise list every member.
+        let plain_missing = |m: &&Value| m["state"] == "missing" && m["passed_over"].as_array().is_none_or(|p| p.is_empty());
+        for m in members.iter().filter(|m| m["state"] != "finished" && !plain_missing(m)) {
             let running = if m["running"] == true { ", running now" } else { "" };
-            lines.push(format!("  member {:>4}  {} at epoch {}{running}", m["index"], m["state"].as_str().unwrap_or("?"), m["epoch"]));
+            let index = m["index"].as_u64().unwrap_or_default();
+            lines.push(format!("  member {index:>4}  {}{running}", m["described"].as_str().unwrap_or("?")));
         }
     }
     progress::say(lines.join("\n"))
@@ -134,12 +138,15 @@ fn describe(run: &RunDir, meta: Option<&Meta>) -> Result<Value> {
     let arch = Architecture::new(&c.model, c.data.dims, c.data.length);
     let mut members = Vec::new();
     for m in 0..c.train.members {
-        let crate::train::MemberStanding { state, checkpoint: ckpt, attempt, epoch } = crate::train::member_state(run, &arch, m)?;
+        let standing = crate::train::member_state(run, &arch, m)?;
+        let ckpt = &standing.checkpoint;
         members.push(json!({
             "index": m,
-            "state": state,
-            "epoch": epoch,
-            "attempt": attempt,
+            "state": standing.state,
+            "described": standing.describe(),
+            "epoch": standing.epoch,
+            "attempt": standing.attempt,
+            "passed_over": standing.damaged,
             "weights_hash": ckpt.as_ref().map(|c| c.weights_hash()),
             "test_mse": ckpt.as_ref().and_then(|c| c.header.history.last().map(|l| l.test_mse)),
             "running": held(run, &format!("member-{m:04}")),

@@ -226,11 +226,20 @@ fn a_corrupted_checkpoint_is_reported_and_never_loaded() {
     assert_eq!(status["members"][1]["state"], "in_progress", "a flipped bit is detected");
     assert_eq!(status["members"][2]["state"], "missing");
     assert_eq!(status["stages"]["train"], "incomplete", "run.json's word is not enough");
+    let newest1 = files1.last().unwrap().to_str().unwrap();
+    let passed_over = status["members"][1]["passed_over"].to_string();
+    assert!(passed_over.contains(newest1) && passed_over.contains("content hash mismatch"), "{passed_over}");
+    assert_eq!(status["members"][2]["passed_over"].as_array().unwrap().len(), newest(2).len());
+    // Explain names the damaged file as why a member is not finished.
+    let out = run(&run_dir, &[LONG, &["explain"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("1 (in_progress at epoch 7; passed over {newest1}: content hash mismatch")), "{stderr}");
     // `run`, not only `train`, trains them again (it skipped training on run.json's word).
     let out = run(&run_dir, &[LONG, &["run"]].concat());
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("content hash mismatch") && stderr.contains(files1.last().unwrap().to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("content hash mismatch") && stderr.contains(newest1), "{stderr}");
     assert_eq!(weight_hashes(&run_dir), expected);
 }
 

@@ -376,7 +376,7 @@ fn finished_members(run: &RunDir, arch: &Architecture, allow_partial: bool, ui: 
     for m in 0..run.config.train.members {
         match crate::train::member_state(run, arch, m)? {
             crate::train::MemberStanding { state: "finished", checkpoint: Some(c), .. } => finished.push((m, c.weights)),
-            s => absent.push(format!("{m} ({})", s.state)),
+            s => absent.push(format!("{m} ({})", s.describe())),
         }
     }
     if !absent.is_empty() {

@@ -245,6 +245,23 @@ pub struct MemberStanding {
     pub attempt: usize,
     /// Its checkpoint's epoch; for a failed member the epoch it diverged at (`failed.json`).
     pub epoch: usize,
+    /// Why each checkpoint file newer than `checkpoint` was passed over (damaged, or not this
+    /// run's or this member's): a member that looks unfinished because of one says so.
+    pub damaged: Vec<String>,
+}
+
+impl MemberStanding {
+    /// Its state for a person: "in_progress at epoch 40", with the files passed over, if any.
+    pub fn describe(&self) -> String {
+        let mut text = match self.state {
+            "missing" => self.state.to_string(),
+            state => format!("{state} at epoch {}", self.epoch),
+        };
+        for why in &self.damaged {
+            text += &format!("; passed over {why}");
+        }
+        text
+    }
 }
 
 pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<MemberStanding> {
@@ -252,9 +269,9 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
     let retry = resume::recorded_attempt(&dir).unwrap_or(0);
     if dir.join(resume::FAILED).exists() {
         let epoch = resume::failed_epoch(&dir).unwrap_or(0);
-        return Ok(MemberStanding { state: "failed", checkpoint: None, attempt: retry, epoch });
+        return Ok(MemberStanding { state: "failed", checkpoint: None, attempt: retry, epoch, damaged: Vec::new() });
     }
-    let (ckpt, _) = checkpoint::load_latest(&dir, arch, &run.config.train_hash(), member)?;
+    let (ckpt, damaged) = checkpoint::load_latest(&dir, arch, &run.config.train_hash(), member)?;
     let ckpt = ckpt.filter(|c| c.header.attempt >= retry);
     let state = match &ckpt {
         Some(c) if c.header.epoch >= run.config.train.epochs => "finished",
@@ -263,7 +280,7 @@ pub fn member_state(run: &RunDir, arch: &Architecture, member: usize) -> Result<
         None => "missing",
     };
     let (attempt, epoch) = ckpt.as_ref().map_or((retry, 0), |c| (c.header.attempt, c.header.epoch));
-    Ok(MemberStanding { state, checkpoint: ckpt, attempt, epoch })
+    Ok(MemberStanding { state, checkpoint: ckpt, attempt, epoch, damaged })
 }
 
 /// Whether every member has finished, by its own files (run.json's word is not enough: a

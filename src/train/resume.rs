@@ -40,7 +40,8 @@ impl Saved {
 /// later epochs would outrank the retry's first checkpoints.
 pub fn saved(ctx: &TrainContext, m: usize) -> Result<(Saved, Vec<String>)> {
     let dir = ctx.run.member_dir(m);
-    let (all, mut warnings) = checkpoint::load_all(&dir, &ctx.arch, &ctx.config_hash, m)?;
+    let (all, damaged) = checkpoint::load_all(&dir, &ctx.arch, &ctx.config_hash, m)?;
+    let mut warnings: Vec<String> = damaged.into_iter().map(|d| format!("{d}; falling back")).collect();
     let attempt = recorded_attempt(&dir).unwrap_or_else(|message| {
         let newest = all.iter().map(|(_, c)| c.header.attempt).max().unwrap_or(0);
         let repeat = if newest == 0 { " (without a checkpoint: the attempts before repeat)" } else { "" };

@@ -124,7 +124,7 @@ pub fn load_latest(dir: &Path, arch: &Architecture, config_hash: &str, member: u
     for path in list(dir)? {
         match load_member(&path, arch, config_hash, member) {
             Ok(ckpt) => return Ok((Some(ckpt), damaged)),
-            Err(e) => damaged.push(format!("{}: {e:#}; falling back", path.display())),
+            Err(e) => damaged.push(format!("{}: {e:#}", path.display())),
         }
     }
     Ok((None, damaged))
@@ -141,7 +141,7 @@ pub fn load_all(dir: &Path, arch: &Architecture, config_hash: &str, member: usiz
     for path in list(dir)? {
         match load_member(&path, arch, config_hash, member) {
             Ok(ckpt) => good.push((path, ckpt)),
-            Err(e) => damaged.push(format!("{}: {e:#}; falling back", path.display())),
+            Err(e) => damaged.push(format!("{}: {e:#}", path.display())),
         }
     }
     Ok((good, damaged))

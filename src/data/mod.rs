@@ -30,6 +30,8 @@ pub fn run(run: &RunDir, args: &DataArgs, ui: &Progress) -> Result<Summary> {
     let mut files = vec![run.split_path("train"), run.split_path("test")];
     if args.export.is_some() {
         let dir = run.data_dir().join("npy");
+        let _lock = Lock::acquire(&run.lock_path("data"))?;
+        crate::store::remove_stale_temps([&dir])?;
         io::export_npy(&train, &dir, "train")?;
         io::export_npy(&test, &dir, "test")?;
         files.push(dir);
@@ -57,6 +59,7 @@ pub fn ensure(run: &RunDir, ui: &Progress) -> Result<()> {
         return Ok(());
     }
     fits_in_memory(&run.config.data)?;
+    crate::store::remove_stale_temps([run.data_dir()])?;
     let started = Instant::now();
     run.stage_started(Stage::Data, &["cpu".to_string()])?;
     ui.note(&format!("data: generating {} signals", run.config.data.signals));

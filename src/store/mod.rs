@@ -20,15 +20,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
-    // tempfile's default 0600 would keep every output from the user's group (a shared
-    // cluster project); 0666 goes through the umask like any other file the user makes.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{stem}."))
-        .suffix(&format!(".tmp.{ext}"))
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let mut tmp = temp_file(dir, name).with_context(|| format!("creating a temp file in {}", dir.display()))?;
     tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
     tmp.as_file().sync_all().with_context(|| format!("syncing {}", path.display()))?;
     tmp.persist(path).with_context(|| format!("renaming into {}", path.display()))?;
@@ -38,10 +30,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a file name is one of `write_atomic`'s temp files (`.<stem>.<random>.tmp.<ext>`).
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp.")
+/// A temp file in `dir` for the file `name`, named as `is_temp_name` recognises.
+fn temp_file(dir: &Path, name: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    // tempfile's default 0600 would keep every output from the user's group (a shared
+    // cluster project); 0666 goes through the umask like any other file the user makes.
+    tempfile::Builder::new()
+        .prefix(&format!(".{stem}."))
+        .rand_bytes(TEMP_RANDOM)
+        .suffix(&format!(".tmp.{ext}"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
 }
+
+/// Whether a file name is one of `write_atomic`'s temp files (`.<stem>.<6 random>.tmp.<ext>`),
+/// and not a user's own hidden file that happens to contain `.tmp.`.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some((head, _ext)) = name.strip_prefix('.').and_then(|rest| rest.rsplit_once(".tmp.")) else { return false };
+    head.rsplit_once('.').is_some_and(|(_, random)| random.len() == TEMP_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The random part of a temp file's name (tempfile's default, pinned so `is_temp_name` holds).
+const TEMP_RANDOM: usize = 6;
 
 /// Reads a file of a run directory. agra writes only regular files there; anything else put in
 /// a file's place is refused (a FIFO would block the read forever, a device never end).
@@ -157,13 +167,20 @@ mod tests {
     #[test]
     fn stale_temp_files_go_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let keep = ["epoch-00003.safetensors", ".hidden", "a.tmp.npy", "metrics.jsonl"];
+        let keep = ["epoch-00003.safetensors", ".hidden", "a.tmp.npy", "metrics.jsonl", ".notes.tmp.txt", ".a.b.toolong.tmp.x"];
         keep.iter().for_each(|n| std::fs::write(dir.path().join(n), b"x").unwrap());
         std::fs::create_dir(dir.path().join(".d.x1.tmp.dir")).unwrap();
         // What write_atomic leaves when killed between creating and renaming.
         let temp = dir.path().join(".epoch-00004.Ab3xYz.tmp.safetensors");
         std::fs::write(&temp, b"partial").unwrap();
+        let mut written = Vec::new();
+        for name in ["run.json", "config.toml", "noext"] {
+            let (_, path) = super::temp_file(dir.path(), name).unwrap().keep().unwrap();
+            assert!(super::is_temp_name(path.file_name().unwrap().to_str().unwrap()), "{}", path.display());
+            written.push(path);
+        }
         super::remove_stale_temps([dir.path().to_path_buf(), dir.path().join("missing")]).unwrap();
+        assert!(written.iter().all(|p| !p.exists()));
         assert!(!temp.exists());
         assert!(keep.iter().all(|n| dir.path().join(n).exists()) && dir.path().join(".d.x1.tmp.dir").exists());
     }

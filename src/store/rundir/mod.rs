@@ -84,6 +84,8 @@ impl RunDir {
         })?;
         let run = RunDir { root: root.to_path_buf(), config: config.clone() };
         let _guard = run.meta_lock()?;
+        // run.json and config.toml, the root's only files, are written under this lock.
+        super::remove_stale_temps([root])?;
         match run.read_meta()? {
             Some(meta) => run.check_same_config(&meta)?,
             None => run.initialise()?,

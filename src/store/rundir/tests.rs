@@ -67,6 +67,7 @@ fn a_directory_another_agra_is_creating_is_not_foreign() {
     std::fs::write(dir.path().join(".agra-write-test"), "").unwrap();
     std::fs::create_dir(dir.path().join("locks")).unwrap();
     RunDir::open(dir.path(), &config(&[])).unwrap();
+    assert!(!dir.path().join(".config.aP7c1D.tmp.toml").exists(), "a temp file left when no one holds the meta lock is stale");
     let fresh = dir.path().join("fresh");
     std::fs::create_dir(&fresh).unwrap();
     std::fs::write(fresh.join("notes.tmp.txt"), "x").unwrap();

@@ -28,7 +28,8 @@
 #   --finish-time T       time limit of the finish job (default: --time)
 #   --gpus-per-task G     GPUs per array task / finish job; "auto" (default):
 #                         highest cuda:N in --devices + 1, else 1 if the
-#                         partition (--partition, or the default one)
+#                         partition (--partition, else $SBATCH_PARTITION,
+#                         else the default one)
 #                         advertises gpu GRES, else none; none with --devices cpu
 #   --cpus-per-task C     CPUs per task
 #   --mem M               memory per task (e.g. 16G)
@@ -189,10 +190,11 @@ if [[ "$DEVICES" != auto ]]; then
     fi
 elif [[ "$GPUS" == auto ]]; then
     GPUS=0
-    # The partition the jobs will run in: the given one, else the default (marked '*').
+    # The partition the jobs will run in: the given one, else sbatch's from the environment,
+    # else the default (marked '*').
     if command -v sinfo >/dev/null 2>&1; then
-        if [[ -n "$PARTITION" ]]; then
-            gres="$(sinfo -h -p "$PARTITION" -o '%G' 2>/dev/null || true)"
+        if [[ -n "${PARTITION:-${SBATCH_PARTITION:-}}" ]]; then
+            gres="$(sinfo -h -p "${PARTITION:-$SBATCH_PARTITION}" -o '%G' 2>/dev/null || true)"
         else
             gres="$(sinfo -h -o '%P %G' 2>/dev/null | awk '$1 ~ /\*$/ { print $2 }' || true)"
         fi

@@ -201,6 +201,11 @@ pub fn load(path: &Path, arch: &Architecture, config_hash: &str) -> Result<Check
     if content_hash(header_json, &ckpt) != *expected {
         bail!("content hash mismatch (corrupted)");
     }
+    // Training never writes a diverged member, so this is a file made or edited elsewhere, with
+    // its hash recomputed: resuming from it would only diverge, and explaining average NaN in.
+    if ![&ckpt.weights, &ckpt.adam_m, &ckpt.adam_v].iter().all(|values| values.iter().all(|v| v.is_finite())) {
+        bail!("holds values that are not finite (NaN or infinity)");
+    }
     Ok(ckpt)
 }
 

@@ -103,6 +103,19 @@ fn another_config_or_shape_is_not_loaded() {
 }
 
 #[test]
+fn a_checkpoint_with_a_valid_hash_but_not_finite_values_is_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = arch();
+    save(dir.path(), &a, &ckpt(&a, 1)).unwrap();
+    let mut bad = ckpt(&a, 2);
+    bad.adam_v[7] = f32::INFINITY;
+    save(dir.path(), &a, &bad).unwrap();
+    let (latest, damaged) = load_latest(dir.path(), &a, "abc", 3).unwrap();
+    assert_eq!(latest.unwrap().header.epoch, 1);
+    assert!(damaged[0].contains("not finite"), "{damaged:?}");
+}
+
+#[test]
 fn temp_files_are_never_taken_for_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".epoch-00009.x.tmp.safetensors"), b"partial").unwrap();

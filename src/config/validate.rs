@@ -62,10 +62,10 @@ pub fn check(c: &Config) -> Result<()> {
     positive("model.hidden", m.hidden)?;
     limit("model.hidden", m.hidden, 65536)?;
     if !(m.dropout.is_finite() && (0.0..1.0).contains(&m.dropout)) {
-        return bad(format!("model.dropout = {} must be in [0, 1)", m.dropout));
+        return bad(format!("model.dropout = {:?} must be in [0, 1)", m.dropout));
     }
     if !m.score_offset.is_finite() {
-        return bad(format!("model.score_offset = {} must be a finite number", m.score_offset));
+        return bad(format!("model.score_offset = {:?} must be a finite number", m.score_offset));
     }
     // Sizes each within its limit can still multiply past any machine's memory, which libtorch
     // answers with an abort, not an error: bound a member's parameters and a signal's activations.
@@ -98,7 +98,7 @@ pub fn check(c: &Config) -> Result<()> {
         return bad(format!("train.lr_decay_epochs = {} exceeds train.epochs = {}", t.lr_decay_epochs, t.epochs));
     }
     if !(t.lr_final.is_finite() && t.lr_final > 0.0 && t.lr_final <= 1.0) {
-        return bad(format!("train.lr_final = {} must be in (0, 1]", t.lr_final));
+        return bad(format!("train.lr_final = {:?} must be in (0, 1]", t.lr_final));
     }
     positive("train.checkpoint_every", t.checkpoint_every)?;
     limit("train.nan_retries", t.nan_retries, 100)?;
@@ -169,21 +169,21 @@ fn limit(key: &str, v: usize, max: usize) -> Result<()> {
 
 fn non_negative(key: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v >= 0.0) {
-        return bad(format!("{key} = {v} must be a finite number >= 0"));
+        return bad(format!("{key} = {v:?} must be a finite number >= 0"));
     }
     Ok(())
 }
 
 fn finite_positive(key: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0 && v < 1e12) {
-        return bad(format!("{key} = {v} must be a finite number > 0"));
+        return bad(format!("{key} = {v:?} must be a number > 0 and < 1e12"));
     }
     Ok(())
 }
 
 fn probability(key: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0 && v < 1.0) {
-        return bad(format!("{key} = {v} must be in (0, 1)"));
+        return bad(format!("{key} = {v:?} must be in (0, 1)"));
     }
     Ok(())
 }
@@ -191,7 +191,7 @@ fn probability(key: &str, v: f64) -> Result<()> {
 /// A `[lo, hi]` range: finite, lo <= hi, lo >= min.
 fn range_pair(key: &str, [lo, hi]: [f64; 2], min: f64) -> Result<()> {
     if !(lo.is_finite() && hi.is_finite() && lo >= min && lo <= hi && hi < 1e12) {
-        return bad(format!("{key} = [{lo}, {hi}] must be finite with {min} <= lo <= hi"));
+        return bad(format!("{key} = [{lo:?}, {hi:?}] must be below 1e12 with {min} <= lo <= hi"));
     }
     Ok(())
 }

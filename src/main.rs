@@ -42,6 +42,7 @@ fn main() {
 }
 
 fn run() -> Result<()> {
+    farm::signals::install()?;
     let cli = Cli::try_parse().unwrap_or_else(|e| {
         if !e.use_stderr() {
             let _ = e.print(); // --help, --version
@@ -67,7 +68,6 @@ fn run() -> Result<()> {
         return status::run(&root, &config, g.json);
     }
     let ui = Progress::new(g.quiet);
-    farm::signals::install()?;
     let run = RunDir::open(&root, &config)?;
     match cli.command {
         Command::Data(args) => emit(g, "data", &data::run(&run, &args, &ui)?),

@@ -66,6 +66,23 @@ fn a_hangup_under_nohup_is_ignored() {
     assert_eq!(child.wait().unwrap().code(), Some(0), "the hangup stopped a run under nohup");
 }
 
+/// libtorch's static initialisers take about 0.4 s before agra's `main`: a stop signal then is
+/// held until the handlers are in place, not met with its default action (USR1 killed agra
+/// with 138, which train.sbatch took for a crash instead of requeueing).
+#[test]
+fn a_stop_signal_while_agra_starts_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    for signal in ["-USR1", "-TERM", "-HUP", "-INT"] {
+        let child = agra().arg("--run-dir").arg(dir.path()).arg("status").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        // After the dynamic loader (a few ms), inside the static initialisers.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{signal}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{signal}: {out:?}");
+    }
+}
+
 /// With libtorch's kernels a member's rounding depends on its pack's size: a run begun with
 /// `--pack 1` and resumed without it must still pack by one (run.json keeps the size).
 #[test]

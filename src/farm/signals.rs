@@ -10,10 +10,16 @@
 //! once with code 3 rather than being held until the stage ends.
 //!
 //! The flags are process-wide state by nature: a signal is delivered to the process.
+//!
+//! libtorch's static initialisers take about 0.4 s before `main`; a stop signal in that window
+//! would kill agra with the signal's default action (exit 138 for USR1, which train.sbatch
+//! cannot tell from a crash). So the stop signals are blocked before any library initialises
+//! (`.preinit_array`) and released once `install` has put the handlers in place: one that came
+//! in between is then handled like any other.
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 fn flag() -> &'static Arc<AtomicBool> {
@@ -27,7 +33,54 @@ fn unheeded() -> &'static Arc<AtomicBool> {
     UNHEEDED.get_or_init(|| Arc::new(AtomicBool::new(true)))
 }
 
-/// Installs the handlers (idempotent enough: registering twice only adds a second setter).
+/// The signals that ask agra to stop.
+const STOP: [libc::c_int; 4] = [SIGINT, SIGTERM, SIGUSR1, SIGHUP];
+
+/// Which of `STOP` (bit i for `STOP[i]`) `hold` blocked: those the parent had not blocked.
+static HELD: AtomicU32 = AtomicU32::new(0);
+
+// Not in the test harness, whose Ctrl-C must keep working: it never calls `install`.
+#[cfg(not(test))]
+#[used]
+#[link_section = ".preinit_array"]
+static HOLD: extern "C" fn() = hold;
+
+/// Blocks the stop signals until `install` releases them. Runs before any shared library's
+/// initialisers, so it only calls syscall wrappers and stores an atomic.
+extern "C" fn hold() {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset; sigprocmask reads `set` and
+    // writes `old`, both valid for the call.
+    unsafe {
+        let (mut set, mut old): (libc::sigset_t, libc::sigset_t) = (std::mem::zeroed(), std::mem::zeroed());
+        libc::sigemptyset(&mut set);
+        for sig in STOP {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
+            let held = STOP.iter().enumerate().filter(|&(_, &sig)| libc::sigismember(&old, sig) == 0);
+            HELD.store(held.fold(0, |bits, (i, _)| bits | 1 << i), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Unblocks what `hold` blocked; a signal pending since then is delivered now.
+fn release() {
+    let held = HELD.swap(0, Ordering::SeqCst);
+    // SAFETY: as in `hold`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for (i, sig) in STOP.into_iter().enumerate() {
+            if held & 1 << i != 0 {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Installs the handlers, then lets through a signal that came while agra was starting.
+/// Called once, first thing in `main`.
 pub fn install() -> Result<()> {
     // Order matters: the shutdown checks run before this signal sets the flag.
     signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(flag()))
@@ -48,6 +101,7 @@ pub fn install() -> Result<()> {
             .context("installing signal handlers")?;
         signal_hook::flag::register(sig, Arc::clone(flag())).context("installing signal handlers")?;
     }
+    release();
     Ok(())
 }
 

@@ -169,7 +169,9 @@ fn stop_if_asked() -> Result<()> {
 
 fn none_failed(failed: &[usize]) -> Result<()> {
     if !failed.is_empty() {
-        anyhow::bail!("members {failed:?} failed (see members/*/failed.json); the others are finished");
+        anyhow::bail!(
+            "members {failed:?} diverged on every attempt (see members/*/failed.json; a smaller train.lr may help); this process's other members finished"
+        );
     }
     Ok(())
 }

@@ -267,7 +267,7 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     let out = agra().arg("--run-dir").arg(&retried).args(tiny()).args(LONG).env("AGRA_INJECT_NAN", "1:2").arg("train").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("member 1: loss not finite at epoch") && stderr.contains("sub-seed"), "{stderr}");
+    assert!(stderr.contains("member 1: not finite (loss, weights or Adam moments) at epoch") && stderr.contains("sub-seed"), "{stderr}");
     let status = status_json(&retried);
     assert_eq!(status["members"][1]["state"], "finished");
     assert_eq!(status["members"][1]["attempt"], 1);
@@ -283,11 +283,25 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     assert_eq!(status["members"][0]["state"], "finished", "the others are not stopped");
     let explain = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
     assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");
-    assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed)"));
+    assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed at epoch 3)"), "{}", String::from_utf8_lossy(&explain.stderr));
     // `run --allow-partial` goes on without it to the report, and still exits 1.
     let run = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "run", "--allow-partial"]).output().unwrap();
     assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(status_json(&failed)["stages"]["report"], "complete");
+}
+
+/// At lr 50 Adam's second moment overflows (g^2 past f32's range) while the loss stays finite:
+/// such a member never recovers, and used to finish with a checkpoint that does not load.
+#[test]
+fn a_member_whose_state_overflows_under_a_finite_loss_diverges() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = ["--set", "train.members=2", "--set", "train.epochs=3", "--set", "train.lr=50", "--set", "train.nan_retries=0"];
+    let out = agra().arg("--run-dir").arg(dir.path()).args(tiny()).args(sets).arg("train").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("member 0: not finite (loss, weights or Adam moments) at epoch 1") && stderr.contains("train.lr"), "{stderr}");
+    let status = status_json(dir.path());
+    assert!(status["members"].as_array().unwrap().iter().all(|m| m["state"] == "failed"), "{status}");
 }
 
 /// A run stopped while member 1's retry had no checkpoint yet (its checkpoints deleted, its

@@ -159,7 +159,7 @@ pub fn train_pack(
                     continue;
                 }
                 let slot = i as i64;
-                ckpts.push(Checkpoint {
+                let ckpt = Checkpoint {
                     header: Header {
                         member: member.member,
                         seed: member.seed,
@@ -173,7 +173,16 @@ pub fn train_pack(
                     weights: Vec::try_from(&model.member_vector(&flat, slot))?,
                     adam_m: Vec::try_from(&model.member_vector(&m1, slot))?,
                     adam_v: Vec::try_from(&model.member_vector(&m2, slot))?,
-                });
+                };
+                // A finite loss can hide an overflowed moment (g^2 past f32's range makes v
+                // infinite, and the steps through it zero): such a member never recovers, and
+                // its checkpoint would not load. Checked here, where the state is on the host
+                // anyway; the last epoch always checkpoints, so none finishes with it.
+                if ![&ckpt.weights, &ckpt.adam_m, &ckpt.adam_v].iter().all(|v| v.iter().all(|x| x.is_finite())) {
+                    diverged_at[i] = Some(epoch + 1);
+                    continue;
+                }
+                ckpts.push(ckpt);
             }
             // Written in parallel (each write ends in an fsync) and, between checkpoints, in the
             // background while training goes on; the last and an interrupted one are waited for.

@@ -85,7 +85,7 @@ pub fn recorded_attempt(dir: &Path) -> std::result::Result<usize, String> {
 pub fn begin_retry(dir: &Path, diverged: &MemberStart, retry: &MemberStart, epoch: usize) -> Result<()> {
     let record = serde_json::json!({
         "member": retry.member, "attempt": retry.attempt, "seed": retry.seed,
-        "after": { "attempt": diverged.attempt, "seed": diverged.seed, "epoch": epoch, "reason": "loss not finite" },
+        "after": { "attempt": diverged.attempt, "seed": diverged.seed, "epoch": epoch, "reason": "not finite (loss, weights or Adam moments)" },
     });
     crate::store::write_atomic(&dir.join(RETRY), record.to_string().as_bytes())?;
     checkpoint::remove_all(dir)
@@ -100,7 +100,7 @@ pub fn failed_epoch(dir: &Path) -> Option<usize> {
 pub fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
     let record = serde_json::json!({
         "member": start.member, "seed": start.seed, "attempt": start.attempt,
-        "epoch": epoch, "reason": "loss not finite",
+        "epoch": epoch, "reason": "not finite (loss, weights or Adam moments)",
     });
     crate::store::write_atomic(&dir.join(FAILED), record.to_string().as_bytes())
 }

@@ -2,7 +2,11 @@
 installed) from the member checkpoints, for the test suite: saliency, gxi, ig and grad, each
 compared with the run's explain/<method>/members.npy.
 
-    check_explain.py RUN_DIR   ->   {"saliency": {"max_abs_diff": ..., ...}, ...} on stdout
+    check_explain.py RUN_DIR [--members K] [--device cuda]
+        ->   {"saliency": {"max_abs_diff": ..., ...}, ...} on stdout
+
+--members K checks the first K members only; --device runs the reference there (the GPU check
+uses both on the paper preset's 50 members x 250 signals).
 
 Computed in float64: the reference is the exact mathematics rather than a second float32
 rounding, so what remains is agra's own float32 (and Winograd) error. Per method: max_abs_diff,
@@ -13,6 +17,7 @@ gxi also iterations_differ / converged_differ (pairs with another step count / c
 than grad's iterations.npy / converged.npy). smoothgrad draws its noise from agra's own RNG and
 is not checked. Exit 2 when numpy, torch or safetensors is missing.
 """
+import argparse
 import json
 import sys
 import time
@@ -38,10 +43,10 @@ DIVERGED = 100.0  # src/explain/descent.rs: a pair whose loss grew 100-fold over
 APART = 1e-5
 
 
-def load_member(path):
+def load_member(path, device):
     """Newest checkpoint's weights, in float64."""
     newest = sorted(path.glob("epoch-*.safetensors"))[-1]
-    return {k[2:]: v.double() for k, v in load_file(newest).items() if k.startswith("w.")}
+    return {k[2:]: v.double().to(device) for k, v in load_file(newest).items() if k.startswith("w.")}
 
 
 def make_loss(w, offset, target, kernel):
@@ -72,8 +77,8 @@ def saliency(loss, x):
 
 def integrated_gradients(loss, x, steps):
     if IntegratedGradients is None:
-        alphas = torch.arange(steps + 1, dtype=x.dtype) / steps
-        weights = torch.full((steps + 1,), 1.0 / steps, dtype=x.dtype)
+        alphas = torch.arange(steps + 1, dtype=x.dtype, device=x.device) / steps
+        weights = torch.full((steps + 1,), 1.0 / steps, dtype=x.dtype, device=x.device)
         weights[[0, -1]] /= 2
         grads = [loss_and_grad(loss, a * x)[1] for a in alphas]
         return x * sum(wk * g for wk, g in zip(weights, grads))
@@ -88,8 +93,8 @@ def descend(loss, x0, eta, tol, max_iter):
     """Algorithm 1 as src/explain/descent.rs runs it: a step per pair while L >= tol and L has
     not grown 100-fold over its start; returns (x0 - x_final, steps taken, L(x_final) < tol)."""
     x = x0.clone()
-    active = torch.ones(len(x), dtype=torch.bool)
-    steps = torch.zeros(len(x), dtype=torch.int64)
+    active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    steps = torch.zeros(len(x), dtype=torch.int64, device=x.device)
     for it in range(max_iter):
         # Only pairs still descending are computed: most stop long before max_iter.
         live = active.nonzero().squeeze(1)
@@ -104,7 +109,7 @@ def descend(loss, x0, eta, tol, max_iter):
         steps[live[still]] += 1
     with torch.no_grad():
         converged = loss(x) < tol
-    return x0 - x, steps.numpy(), converged.numpy()
+    return x0 - x, steps.cpu().numpy(), converged.cpu().numpy()
 
 
 def load_split(run, split):
@@ -122,7 +127,12 @@ def main():
     started = time.time()
     # The batches are tiny: on 2 cores two intra-op threads made the descent 4-8x slower.
     torch.set_num_threads(1)
-    run = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description="agra's attributions against PyTorch and Captum")
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--members", type=int, help="check the first K members only")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    run, device = args.run, torch.device(args.device)
     config = tomllib.loads((run / "config.toml").read_text())
     e, target = config["explain"], config["data"]["optimal_score"]
     offset, kernel = config["model"]["score_offset"], config["model"]["kernel"]
@@ -132,12 +142,12 @@ def main():
         json.dump({}, sys.stdout)
         return
     first = next(iter(manifests.values()))
-    x = torch.from_numpy(load_split(run, first["split"])).double()
-    members = first["members"]
+    x = torch.from_numpy(load_split(run, first["split"])).double().to(device)
+    members = first["members"][:args.members]
     ours = {m: [] for m in manifests}
     iterations, converged = [], []
     for member in members:
-        loss = make_loss(load_member(run / "members" / f"m{member:04d}"), offset, target, kernel)
+        loss = make_loss(load_member(run / "members" / f"m{member:04d}", device), offset, target, kernel)
         if "saliency" in manifests:
             ours["saliency"].append(saliency(loss, x).detach())
         if "ig" in manifests:
@@ -151,9 +161,9 @@ def main():
                     ours[name].append(value)
     out = {}
     for name, manifest in manifests.items():
-        assert manifest["members"] == members and manifest["split"] == first["split"]
+        assert manifest["members"][:len(members)] == members and manifest["split"] == first["split"]
         folder = run / "explain" / name
-        agra, mine = np.load(folder / "members.npy"), torch.stack(ours[name]).numpy()
+        agra, mine = np.load(folder / "members.npy")[:len(members)], torch.stack(ours[name]).cpu().numpy()
         diff, scale = compare(agra, mine)
         # Where a max-pool tie in float32 is none in float64 (or rounding breaks a near-tie the
         # other way), a pair's gradient changes over one pooling window, an equally valid
@@ -166,8 +176,9 @@ def main():
             # gxi's counts are grad's (gxi runs grad's descent); without grad they are not kept.
             grad_dir = run / "explain" / "grad"
             if (grad_dir / "iterations.npy").exists():
-                row["iterations_differ"] = int((np.load(grad_dir / "iterations.npy") != np.stack(iterations)).sum())
-                row["converged_differ"] = int((np.load(grad_dir / "converged.npy") != np.stack(converged)).sum())
+                kept = len(members)
+                row["iterations_differ"] = int((np.load(grad_dir / "iterations.npy")[:kept] != np.stack(iterations)).sum())
+                row["converged_differ"] = int((np.load(grad_dir / "converged.npy")[:kept] != np.stack(converged)).sum())
         out[name] = row
     out["captum"] = Saliency is not None
     out["seconds"] = round(time.time() - started, 3)

@@ -50,7 +50,7 @@ impl Human for crate::explain::Summary {
             .map(|m| {
                 let conv = m.not_converged.map(|n| format!(", {n} not converged")).unwrap_or_default();
                 let gap = m.completeness_gap.map(|g| format!(", completeness gap {g:.4}")).unwrap_or_default();
-                format!("{} {:.1}s {:.0} grad/s{conv}{gap}", m.method, m.seconds, m.evaluations_per_second)
+                format!("{} {:.1} worker-s {:.0} grad/worker-s{conv}{gap}", m.method, m.seconds, m.evaluations_per_second)
             })
             .collect();
         let memory = &self.memory;

@@ -75,7 +75,7 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     };
     let data_panels: Vec<SignalPanel> = examples.iter().map(|&i| panel(i, format!("signal {i}: score {:.2}", truth.scores[i]))).collect();
     plot::signals(&figs.join("fig1_data"), truth.dims, truth.length, &data_panels)?;
-    figures.push(("Figure 1: ideal and perturbed signals, bumps marked", "fig1_data".to_string()));
+    figures.push(("Figure 1: ideal and perturbed signals, bumps marked".to_string(), "fig1_data".to_string()));
 
     for (name, arrays) in methods.iter().zip(&explained) {
         let reconstructs = matches!(name.as_str(), "grad" | "smoothgrad");
@@ -100,7 +100,9 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
             });
             let stem = format!("example_{name}_{i}");
             plot::signals(&figs.join(&stem), truth.dims, truth.length, &panels)?;
-            figures.push(("Signal, attribution and reconstruction", stem));
+            let shows = if reconstructs { "attribution and reconstruction" } else { "attribution" };
+            let whose = if single.is_some() { "one member and the AGRA average" } else { "the AGRA average" };
+            figures.push((format!("{name} on {} signal {i}: {whose}, {shows}", run.config.explain.split), stem));
         }
     }
     for c in &e.curves {
@@ -115,7 +117,8 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
         ];
         let stem = format!("fig4_{}_{}", c.method, c.metric);
         plot::curves(&figs.join(&stem), &format!("agra-{}: {} vs members averaged", c.method, c.metric), "members averaged (k)", &c.metric, &series)?;
-        figures.push(("Figure 4: metric of the member average against k", stem));
+        let label = tables::METRICS.iter().find(|m| m.0 == c.metric).map_or(c.metric.as_str(), |m| m.1);
+        figures.push((format!("Figure 4: agra-{} against the number of members averaged ({label})", c.method), stem));
     }
     for &(key, label, _) in tables::METRICS {
         let bars: Vec<(String, f64, f64)> = e
@@ -126,12 +129,12 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
         if !bars.is_empty() {
             let stem = format!("bars_{key}");
             plot::bars(&figs.join(&stem), label, label, &bars)?;
-            figures.push(("Methods compared", stem));
+            figures.push((format!("Methods compared: {label}"), stem));
         }
     }
     let histories = member_histories(run)?;
     if let Some(stem) = training_curves(&histories, &figs)? {
-        figures.push(("Training: mean MSE over members per epoch", stem));
+        figures.push(("Training: mean MSE over members per epoch".to_string(), stem));
     }
     let test_scores = crate::data::read(run, "test")?.scores;
     let quality = quality(&histories, run.config.train.epochs, &test_scores);
@@ -194,7 +197,7 @@ fn markdown(
     run: &RunDir,
     e: &Evaluation,
     methods: &[String],
-    figures: &[(&str, String)],
+    figures: &[(String, String)],
     quality: Option<(usize, TestQuality)>,
 ) -> (String, Vec<(String, bool)>) {
     let mut md = String::new();

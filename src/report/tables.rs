@@ -83,7 +83,7 @@ pub fn localisation(e: &Evaluation, methods: &[String]) -> String {
 
 pub fn explain_stats(e: &Evaluation) -> String {
     let mut out = String::from(
-        "| method | members | seconds | gradient evaluations/s | not converged | mean iterations | completeness gap |\n|---|---|---|---|---|---|---|\n",
+        "| method | members | worker-seconds | gradient evaluations per worker-second | not converged | mean iterations | completeness gap |\n|---|---|---|---|---|---|---|\n",
     );
     for m in &e.explain {
         let opt = |v: Option<f64>, digits: usize| v.map_or("NA".to_string(), |v| format!("{v:.digits$}"));

@@ -463,7 +463,10 @@ impl Figure for BarsFig<'_> {
             if !v.is_finite() {
                 continue;
             }
-            chart.draw_series([Rectangle::new([(x - half, 0.0), (x + half, *v)], colour(i).mix(0.85).filled())])
+            // One colour for single members and one for AGRA averages, so each pair reads as
+            // a comparison (a colour per bar repeated its hues across methods).
+            let fill = colour(usize::from(name.starts_with("agra-")));
+            chart.draw_series([Rectangle::new([(x - half, 0.0), (x + half, *v)], fill.mix(0.85).filled())])
                 .map_err(pe)?;
             if e > 0.0 {
                 let style = BLACK.stroke_width(2);

@@ -169,9 +169,7 @@ fn stop_if_asked() -> Result<()> {
 
 fn none_failed(failed: &[usize]) -> Result<()> {
     if !failed.is_empty() {
-        anyhow::bail!(
-            "members {failed:?} diverged on every attempt (see members/*/failed.json; a smaller train.lr may help); this process's other members finished"
-        );
+        anyhow::bail!("members {failed:?} diverged on every attempt (see members/*/failed.json; a smaller train.lr may help)");
     }
     Ok(())
 }

@@ -265,6 +265,13 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
         vec!["frobnicate"],
         vec!["--bogus", "status"],
         vec!["train", "--pack", "-1"],
+        // Accepted once, then broke the run: 0 in f32 (Adam divided 0 by 0, or nothing
+        // trained), bumps flat in f32, a figure twice, a check that needs two members.
+        vec!["--set", "train.eps=1e-50", "data"],
+        vec!["--set", "train.lr=1e-300", "data"],
+        vec!["--set", "data.amplitude=[1e-50, 1e-50]", "data"],
+        vec!["--set", "evaluate.examples=[1, 1]", "data"],
+        vec!["--set", "evaluate.sanity_members=1", "data"],
     ]
     .iter()
     .map(|c| c.iter().map(|s| s.to_string()).collect())
@@ -284,6 +291,10 @@ fn bad_inputs_are_one_line_usage_errors_and_change_nothing() {
         assert_eq!(stderr.trim().lines().count(), 1, "{case:?}: {stderr}");
         assert!(stderr.starts_with("agra: "), "{case:?}: {stderr}");
         assert!(!stderr.contains("panic"), "{case:?}: {stderr}");
+        if let ["--set", setting, ..] = args.as_slice() {
+            let key = setting.split('=').next().unwrap();
+            assert!(!setting.contains('=') || stderr.contains(key), "{case:?} names its key: {stderr}");
+        }
     }
     // Places that are not a usable run directory.
     let under_a_file = empty.join("run");

@@ -30,8 +30,9 @@ pub fn check(c: &Config) -> Result<()> {
     range_pair("data.period", d.period, 1e-3)?;
     non_negative("data.noise", d.noise)?;
     range_pair("data.amplitude", d.amplitude, 0.0)?;
-    if d.amplitude[1] == 0.0 {
-        return bad("data.amplitude = [0, 0] makes every bump flat: nothing to explain".to_string());
+    // The data are f32: below its smallest normal value a bump is flat there.
+    if d.amplitude[1] < f64::from(f32::MIN_POSITIVE) {
+        return bad(format!("data.amplitude = [{:?}, {:?}] makes every bump flat: nothing to explain", d.amplitude[0], d.amplitude[1]));
     }
     range_pair("data.width", d.width, 1e-3)?;
     finite_positive("data.mse_ref", d.mse_ref)?;
@@ -132,12 +133,18 @@ pub fn check(c: &Config) -> Result<()> {
     positive("evaluate.random_orders", v.random_orders)?;
     limit("evaluate.random_orders", v.random_orders, 10_000)?;
     limit("evaluate.sanity_members", v.sanity_members, 10_000)?;
+    if v.sanity_members == 1 {
+        return bad("evaluate.sanity_members = 1: the check compares two trained members; 0 turns it off".to_string());
+    }
     let explained = d.split_len(&e.split).unwrap_or(d.signals);
     if let Some(&i) = v.examples.iter().find(|&&i| i >= explained) {
         return bad(format!(
             "evaluate.examples contains {i}, but the {} split has {explained} signals",
             e.split
         ));
+    }
+    if let Some((_, &i)) = v.examples.iter().enumerate().find(|&(k, i)| v.examples[..k].contains(i)) {
+        return bad(format!("evaluate.examples lists {i} twice"));
     }
     Ok(())
 }
@@ -174,9 +181,11 @@ fn non_negative(key: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
+/// A positive value the f32 computations can hold: from f32's smallest normal value (smaller
+/// ones become 0 there, and Adam's eps divided 0 by 0) to 1e12.
 fn finite_positive(key: &str, v: f64) -> Result<()> {
-    if !(v.is_finite() && v > 0.0 && v < 1e12) {
-        return bad(format!("{key} = {v:?} must be a number > 0 and < 1e12"));
+    if !(v.is_finite() && v >= f64::from(f32::MIN_POSITIVE) && v < 1e12) {
+        return bad(format!("{key} = {v:?} must be a number from 1.2e-38 (f32's smallest normal) to below 1e12"));
     }
     Ok(())
 }

@@ -29,14 +29,12 @@ impl Human for crate::train::Summary {
     fn human(&self) -> String {
         let failed = if self.failed.is_empty() { String::new() } else { format!(", failed {:?}", self.failed) };
         format!(
-            "{} of {} members finished{failed}; test MSE {:.3} +/- {:.3}, R^2 {:.3} +/- {:.3} (min {:.3}); {:.1} s",
+            "{} of {} members finished{failed}; test MSE {:.3} +/- {:.3}, {}; {:.1} s",
             self.finished,
             self.members.len(),
             self.quality.test_mse_mean,
             self.quality.test_mse_std,
-            self.quality.r2_mean,
-            self.quality.r2_std,
-            self.quality.r2_min,
+            self.quality.r2_text(" +/- "),
             self.seconds
         )
     }
@@ -184,16 +182,18 @@ impl Human for crate::metrics::Summary {
                 .and_then(|r| r.metrics.get("pearson_unsigned"))
                 .map_or("NA".to_string(), |s| format!("{:.3}", s.mean))
         };
+        // From the AGRA rows: without explain.keep_members there are no single-member ones.
         let methods: Vec<String> = self
             .rows
             .iter()
-            .filter(|r| r.variant == "single")
-            .map(|r| format!("{} {} -> agra {}", r.method, pick(&r.method), pick(&format!("agra-{}", r.method))))
+            .filter_map(|r| r.method.strip_prefix("agra-").filter(|_| r.variant == "agra"))
+            .map(|method| format!("{method} {} -> agra {}", pick(method), pick(&format!("agra-{method}"))))
             .collect();
-        let sanity = match self.sanity_passed {
-            Some(true) => "sanity check passed",
-            Some(false) => "SANITY CHECK FAILED",
-            None => "no sanity check",
+        let sanity = match (self.sanity_passed, self.sanity_ran) {
+            (Some(true), _) => "sanity check passed",
+            (Some(false), _) => "SANITY CHECK FAILED",
+            (None, true) => "sanity check undefined (a constant saliency map: see the report)",
+            (None, false) => "no sanity check",
         };
         format!("unsigned Pearson: {}; {sanity}; {} ({:.1} s)", methods.join(", "), self.file, self.seconds)
     }

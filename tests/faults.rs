@@ -288,6 +288,9 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     let run = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "run", "--allow-partial"]).output().unwrap();
     assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(status_json(&failed)["stages"]["report"], "complete");
+    // Two members left, or one: the AGRA claims are tested only over two or more.
+    let report = std::fs::read_to_string(failed.join("report/report.md")).unwrap();
+    assert!(report.contains("- holds: every AGRA version") || report.contains("- does not hold: every AGRA version"), "{report}");
 }
 
 /// At lr 50 Adam's second moment overflows (g^2 past f32's range) while the loss stays finite:

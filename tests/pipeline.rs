@@ -161,3 +161,24 @@ fn python_check(script: &str, run_dir: &std::path::Path) -> Option<serde_json::V
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
+
+/// With one member the AGRA average is that member, and without the member arrays there is no
+/// single-member side: neither may make the AGRA claims hold (or fail) vacuously, and the
+/// evaluate summary still shows the AGRA figures.
+#[test]
+fn claims_that_a_run_cannot_test_are_said_to_be_untested() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    ok(&one, &["--set", "train.members=1", "--set", "evaluate.sanity_members=0", "run"]);
+    let report = std::fs::read_to_string(one.join("report/report.md")).unwrap();
+    assert!(report.contains("- not tested: whether AGRA versions beat their single-member methods: with 1 member"), "{report}");
+    assert!(!report.contains("holds:"), "{report}");
+    let arrays = dir.path().join("arrays");
+    let sets = ["--set", "train.members=2", "--set", "explain.keep_members=false"];
+    ok(&arrays, &[&sets[..], &["run"]].concat());
+    let out = agra().arg("--run-dir").arg(&arrays).args(SMALL).args(sets).args(["--devices", "cpu", "evaluate"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("grad NA -> agra 0."), "{said}");
+    let report = std::fs::read_to_string(arrays.join("report/report.md")).unwrap();
+    assert!(report.contains("- not tested: whether every AGRA version beats its single-member method"), "{report}");
+}

@@ -61,7 +61,11 @@ pub struct Evaluation {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub rows: Vec<Row>,
+    /// None where there was no check (fewer than 2 members) or its answer is undefined.
     pub sanity_passed: Option<bool>,
+    /// Whether the check ran, so the human form can tell those two apart.
+    #[serde(skip)]
+    pub sanity_ran: bool,
     pub file: String,
     pub seconds: f64,
 }
@@ -114,7 +118,8 @@ pub fn run(run: &RunDir, devices: &Devices, ui: &Progress) -> Result<Summary> {
     crate::store::write_atomic(&path, serde_json::to_string_pretty(&evaluation)?.as_bytes())?;
     let seconds = started.elapsed().as_secs_f64();
     run.stage_finished(Stage::Evaluate, seconds)?;
-    Ok(Summary { rows, sanity_passed: sanity.map(|s| s.passed), file: path.display().to_string(), seconds })
+    let (sanity_passed, sanity_ran) = (sanity.as_ref().and_then(|s| s.passed), sanity.is_some());
+    Ok(Summary { rows, sanity_passed, sanity_ran, file: path.display().to_string(), seconds })
 }
 
 pub fn load(run: &RunDir) -> Result<Evaluation> {

@@ -27,7 +27,9 @@ pub struct Sanity {
     pub truth_trained: f64,
     #[serde(deserialize_with = "super::nan::f64")]
     pub truth_random: f64,
-    pub passed: bool,
+    /// None where a similarity is undefined: a saliency map constant over a signal (a network
+    /// that scores every input alike) ranks nothing.
+    pub passed: Option<bool>,
 }
 
 pub fn check(config: &Config, worker: &Worker, trained: &[Vec<f32>], truth: &Split) -> Result<Option<Sanity>> {
@@ -50,8 +52,9 @@ pub fn check(config: &Config, worker: &Worker, trained: &[Vec<f32>], truth: &Spl
             let (t, r) = (row(&a_trained, m), row(&a_random, m));
             tr.extend(stats::spearman(&magnitude(&t), &magnitude(&r)));
             tt.extend(stats::spearman(&magnitude(&t), &magnitude(&row(&a_trained, (m + 1) % n))));
-            gt_t.extend(stats::pearson(&gt_norm, &super::signal::norms(&t, truth.dims, truth.length)));
-            gt_r.extend(stats::pearson(&gt_norm, &super::signal::norms(&r, truth.dims, truth.length)));
+            // Scored as evaluate scores an explanation: a constant map correlates 0.
+            gt_t.extend(super::signal::correlation(&gt_norm, &super::signal::norms(&t, truth.dims, truth.length)));
+            gt_r.extend(super::signal::correlation(&gt_norm, &super::signal::norms(&r, truth.dims, truth.length)));
         }
     }
     let mean = |v: &[f64]| stats::mean_std(v).0;
@@ -62,7 +65,7 @@ pub fn check(config: &Config, worker: &Worker, trained: &[Vec<f32>], truth: &Spl
         trained_vs_trained,
         truth_trained: mean(&gt_t),
         truth_random: mean(&gt_r),
-        passed: trained_vs_random < trained_vs_trained,
+        passed: (trained_vs_random.is_finite() && trained_vs_trained.is_finite()).then_some(trained_vs_random < trained_vs_trained),
     }))
 }
 

@@ -67,7 +67,7 @@ pub fn score(truth: &Split, i: usize, attr: &[f32], wanted: Wanted) -> Scores {
 /// to do: the signal already scored optimal) points nowhere and scores 0, as the localisation
 /// metrics score it at chance, so that every metric of a member covers the same signals; a
 /// constant truth (no bump in that dimension) leaves nothing to find: None.
-fn correlation(truth: &[f32], attr: &[f32]) -> Option<f64> {
+pub(super) fn correlation(truth: &[f32], attr: &[f32]) -> Option<f64> {
     let constant = |x: &[f32]| x.iter().all(|&v| v == x[0]);
     stats::pearson(truth, attr).or_else(|| (!constant(truth) && constant(attr)).then_some(0.0))
 }
@@ -79,9 +79,10 @@ pub fn identity_mse(truth: &Split, i: usize) -> f64 {
     truth.perturbed[row.clone()].iter().zip(&truth.ideal[row]).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>() / n as f64
 }
 
-/// Per-timestep L2 norm over the dimensions: [dims, T] -> [T].
+/// Per-timestep L2 norm over the dimensions: [dims, T] -> [T]. Squared in f64: in f32 any
+/// value past 1.8e19 squared to infinity and the signal scored NA.
 pub fn norms(a: &[f32], d: usize, t: usize) -> Vec<f32> {
-    (0..t).map(|j| (0..d).map(|k| a[k * t + j].powi(2)).sum::<f32>().sqrt()).collect()
+    (0..t).map(|j| (0..d).map(|k| f64::from(a[k * t + j]).powi(2)).sum::<f64>().sqrt() as f32).collect()
 }
 
 #[cfg(test)]
@@ -121,5 +122,6 @@ mod tests {
     #[test]
     fn norms_are_per_timestep_over_dimensions() {
         assert_eq!(norms(&[3., 0., 4., 1.], 2, 2), vec![5.0, 1.0]);
+        assert_eq!(norms(&[3e20, 4e20], 2, 1), vec![5e20], "no overflow in the squares");
     }
 }

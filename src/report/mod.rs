@@ -149,6 +149,11 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     Ok(Summary { report: dir.join("report.md").display().to_string(), figures: figures.len(), claims, seconds })
 }
 
+/// A value to three decimals, or NA where it is undefined.
+fn na(v: f64) -> String {
+    if v.is_finite() { format!("{v:.3}") } else { "NA".into() }
+}
+
 fn k_axis(k: &[usize]) -> Vec<f64> {
     k.iter().map(|&k| k as f64).collect()
 }
@@ -212,12 +217,15 @@ fn markdown(
     if let Some((members, q)) = quality {
         let _ = writeln!(
             md,
-            "The {} finished members predict the test scores with MSE {:.4} ± {:.4}: R² {:.3} ± {:.3}, min {:.3} \
-             (1 - MSE / variance of the test scores).\n",
-            members, q.test_mse_mean, q.test_mse_std, q.r2_mean, q.r2_std, q.r2_min
+            "The {} finished members predict the test scores with MSE {:.4} ± {:.4}: {}{}.\n",
+            members,
+            q.test_mse_mean,
+            q.test_mse_std,
+            q.r2_text(" ± "),
+            if q.scores_vary { " (1 - MSE / variance of the test scores)" } else { "" }
         );
     }
-    let reconstructing: Vec<String> = methods.iter().filter(|m| matches!(m.as_str(), "grad" | "smoothgrad")).cloned().collect();
+    let reconstructing: Vec<String> = methods.iter().filter(|m| tables::applies(m, "mse")).cloned().collect();
     let _ = writeln!(md, "## Table I: reconstruction MSE (lower is better; only grad and smoothgrad reconstruct)\n");
     let _ = writeln!(md, "{}", tables::single_vs_agra(e, "mse", &reconstructing));
     let _ = writeln!(md, "## Table II: unsigned Pearson correlation with the ground truth\n");
@@ -233,12 +241,20 @@ fn markdown(
         let _ = writeln!(
             md,
             "## Model-randomisation sanity check\n\nSpearman similarity of |saliency| between trained and randomly \
-             initialised members: {:.3}; between two trained members: {:.3}; unsigned Pearson with the ground truth: \
-             trained {:.3}, random {:.3} ({} members). {}\n",
-            s.trained_vs_random, s.trained_vs_trained, s.truth_trained, s.truth_random, s.members,
-            if s.passed { "Passed: the explanations depend on the trained weights." } else { "FAILED: explanations barely change when the weights are randomised." }
+             initialised members: {}; between two trained members: {}; unsigned Pearson with the ground truth: \
+             trained {}, random {} ({} members). {}\n",
+            na(s.trained_vs_random),
+            na(s.trained_vs_trained),
+            na(s.truth_trained),
+            na(s.truth_random),
+            s.members,
+            match s.passed {
+                Some(true) => "Passed: the explanations depend on the trained weights.",
+                Some(false) => "FAILED: explanations barely change when the weights are randomised.",
+                None => "Undefined: a saliency map is the same at every position (a network that scores every input alike), so it ranks nothing.",
+            }
         );
-        if let Some((_, q)) = quality.filter(|(_, q)| !s.passed && q.r2_mean < 0.5) {
+        if let Some((_, q)) = quality.filter(|(_, q)| s.passed == Some(false) && q.r2_mean < 0.5) {
             let _ = writeln!(
                 md,
                 "The members' mean test R² is {:.2}: networks that have not learned the score explain little \
@@ -248,22 +264,36 @@ fn markdown(
         }
     }
     let mut claims = Vec::new();
-    for &(key, _, _) in &tables::METRICS[..3] {
-        let relevant: Vec<bool> = verdicts.iter().filter(|(_, k, _)| k == key).map(|(_, _, ok)| *ok).collect();
-        if !relevant.is_empty() {
-            claims.push((format!("each AGRA version beats its single-member method on {key}"), relevant.iter().all(|&ok| ok)));
-        }
-    }
-    // A claim over nothing would hold vacuously: say it was not tested instead.
+    // A claim over nothing, or over members whose average is themselves, would hold vacuously,
+    // and one over methods that could not be scored would hold only over the rest: say what was
+    // not tested instead.
     let mut untested = Vec::new();
-    if verdicts.is_empty() {
+    if e.members < 2 {
+        untested.push(format!("whether AGRA versions beat their single-member methods: with {} member the average is that member", e.members));
+    } else if verdicts.iter().all(|v| v.2.is_none()) {
         untested.push(
             "whether every AGRA version beats its single-member method (Table IV has no pair of metrics to compare: \
              single-member metrics need explain.keep_members, and every metric needs perturbed signals)"
                 .to_string(),
         );
     } else {
-        claims.push(("every AGRA version beats its single-member method on every metric (Table IV)".into(), verdicts.iter().all(|v| v.2)));
+        let mut judge = |what: String, set: Vec<&tables::Verdict>| {
+            let unscored: Vec<String> = set.iter().filter(|v| v.2.is_none()).map(|v| format!("{} {}", v.0, v.1)).collect();
+            if set.iter().any(|v| v.2 == Some(false)) {
+                claims.push((what, false));
+            } else if unscored.is_empty() {
+                claims.push((what, true));
+            } else {
+                untested.push(format!("whether {what}: undefined (NA) for {}", unscored.join(", ")));
+            }
+        };
+        for &(key, _, _) in &tables::METRICS[..3] {
+            let set: Vec<&tables::Verdict> = verdicts.iter().filter(|v| v.1 == key).collect();
+            if !set.is_empty() {
+                judge(format!("each AGRA version beats its single-member method on {key}"), set);
+            }
+        }
+        judge("every AGRA version beats its single-member method on every metric (Table IV)".into(), verdicts.iter().collect());
     }
     // The curve reaches all of its gain at its last k, so with 20 members or fewer "by k = 20"
     // holds whatever the curve's shape: not a claim such a run can test.

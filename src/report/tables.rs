@@ -41,19 +41,33 @@ pub fn single_vs_agra(e: &Evaluation, metric: &str, methods: &[String]) -> Strin
     out
 }
 
+/// Whether a method has a metric: only grad and smoothgrad reconstruct the signal, so only
+/// they have a reconstruction MSE and a signed correlation.
+pub fn applies(method: &str, key: &str) -> bool {
+    matches!(method, "grad" | "smoothgrad") || !matches!(key, "mse" | "pearson_signed")
+}
+
+/// A Table IV verdict: method, metric key, and whether AGRA is better (None where either side
+/// is undefined: no single-member arrays, or a metric that is NA there).
+pub type Verdict = (String, String, Option<bool>);
+
 /// Table IV: does each AGRA version beat its single-member method, metric by metric?
-pub fn agra_wins(e: &Evaluation, methods: &[String]) -> (String, Vec<(String, String, bool)>) {
+pub fn agra_wins(e: &Evaluation, methods: &[String]) -> (String, Vec<Verdict>) {
     let mut out = String::from("| method | metric | single | AGRA | AGRA better |\n|---|---|---|---|---|\n");
     let mut verdicts = Vec::new();
     for m in methods {
-        for &(key, label, higher) in METRICS {
+        for &(key, label, higher) in METRICS.iter().filter(|(key, ..)| applies(m, key)) {
             let single = find(&e.rows, m).and_then(|r| r.metrics.get(key));
             let agra = find(&e.rows, &format!("agra-{m}")).and_then(|r| r.metrics.get(key));
-            if let (Some(s), Some(a)) = (single, agra) {
-                let better = if higher { a.mean > s.mean } else { a.mean < s.mean };
-                let _ = writeln!(out, "| {m} | {label} | {} | {} | {} |", fmt_stat(Some(s)), fmt_stat(Some(a)), if better { "yes" } else { "no" });
-                verdicts.push((m.clone(), key.to_string(), better));
-            }
+            let better = match (single, agra) {
+                (Some(s), Some(a)) => {
+                    let better = if higher { a.mean > s.mean } else { a.mean < s.mean };
+                    let _ = writeln!(out, "| {m} | {label} | {} | {} | {} |", fmt_stat(Some(s)), fmt_stat(Some(a)), if better { "yes" } else { "no" });
+                    Some(better)
+                }
+                _ => None,
+            };
+            verdicts.push((m.clone(), key.to_string(), better));
         }
     }
     (out, verdicts)

@@ -117,16 +117,29 @@ pub struct TestQuality {
     pub r2_mean: f64,
     pub r2_std: f64,
     pub r2_min: f64,
+    /// Whether the test scores vary: R² is undefined (NaN, null in JSON) where they do not.
+    #[serde(skip)]
+    pub scores_vary: bool,
 }
 
 impl TestQuality {
     /// From each member's final test MSE (NaN throughout when there is none).
     pub fn of(test_mse: &[f64], test_scores: &[f32]) -> TestQuality {
         let variance = variance(test_scores);
-        let r2: Vec<f64> = test_mse.iter().map(|m| 1.0 - m / variance).collect();
+        let scores_vary = variance > 0.0;
+        let r2: Vec<f64> = test_mse.iter().map(|m| if scores_vary { 1.0 - m / variance } else { f64::NAN }).collect();
         let (test_mse_mean, test_mse_std) = crate::metrics::stats::mean_std(test_mse);
         let (r2_mean, r2_std) = crate::metrics::stats::mean_std(&r2);
-        TestQuality { test_mse_mean, test_mse_std, r2_mean, r2_std, r2_min: r2.iter().copied().fold(f64::NAN, f64::min) }
+        let r2_min = r2.iter().copied().fold(f64::NAN, f64::min);
+        TestQuality { test_mse_mean, test_mse_std, r2_mean, r2_std, r2_min, scores_vary }
+    }
+
+    /// R² for people, `pm` between mean and std (" +/- " or " ± "), or why it is undefined.
+    pub fn r2_text(&self, pm: &str) -> String {
+        if !self.scores_vary {
+            return "R² undefined (every test score is the same)".to_string();
+        }
+        format!("R² {:.3}{pm}{:.3}, min {:.3}", self.r2_mean, self.r2_std, self.r2_min)
     }
 }
 

@@ -106,3 +106,13 @@ fn training_lowers_the_loss_and_logs_every_epoch() {
         assert_eq!(c.header.step, 6 * ctx.train.len().div_ceil(ctx.config.train.batch_size) as i64);
     }
 }
+
+/// Test scores that do not vary leave R² undefined, not -inf (1 - MSE / 0).
+#[test]
+fn r2_is_undefined_when_the_test_scores_do_not_vary() {
+    let q = super::TestQuality::of(&[1.0, 2.0], &[3.0, 3.0]);
+    assert!(!q.scores_vary && q.r2_mean.is_nan() && q.r2_min.is_nan() && q.test_mse_mean == 1.5);
+    assert!(q.r2_text(" ± ").contains("undefined"), "{}", q.r2_text(" ± "));
+    let q = super::TestQuality::of(&[1.0], &[1.0, 3.0]);
+    assert_eq!((q.r2_mean, q.r2_text(" ± ")), (0.0, "R² 0.000 ± 0.000, min 0.000".to_string()));
+}

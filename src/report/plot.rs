@@ -158,6 +158,17 @@ fn fmt_num(v: f64) -> String {
     if t == "-0" { "0".into() } else { t.into() }
 }
 
+/// A tick label on an axis spanning `span`: `fmt_num`'s three decimals, or as many as ten
+/// ticks over a narrower span need to differ (0.0345 and 0.035, not 0.035 twice).
+fn fmt_tick(v: f64, span: f64) -> String {
+    let digits = if span > 0.0 { (-(span / 10.0).log10()).ceil().clamp(0.0, 8.0) as usize } else { 0 };
+    if digits <= 3 || v.abs() >= 1e4 {
+        return fmt_num(v);
+    }
+    let v = if v.abs() < span * 1e-9 { 0.0 } else { v };
+    format!("{v:.digits$}")
+}
+
 type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 fn line<DB: DrawingBackend>(
@@ -394,7 +405,10 @@ impl Figure for CurvesFig<'_> {
             .bold_line_style(GRID).light_line_style(TRANSPARENT)
             .label_style((FONT, 14)).axis_desc_style((FONT, 16))
             .x_desc(self.x_label).y_desc(self.y_label)
-            .x_label_formatter(&|v| fmt_num(*v)).y_label_formatter(&|v| fmt_num(*v))
+            // The x axes count (members averaged, epochs): no more ticks than whole numbers,
+            // or a run of two members got ticks at 1.1, 1.2, ...
+            .x_labels(((x1 - x0).round().max(0.0) as usize + 1).clamp(2, 10))
+            .x_label_formatter(&|v| fmt_num(*v)).y_label_formatter(&|v| fmt_tick(*v, y1 - y0))
             .draw().map_err(pe)?;
         // Bands first, so no band veils another series' line.
         for (i, s) in self.series.iter().enumerate() {

@@ -91,3 +91,12 @@ fn degenerate_inputs_do_not_panic() {
     signals(&d.join("s5"), 2, 0, &[q]).unwrap();
     signals(&d.join("s4"), 2, 2, &[p]).unwrap_err(); // wrong lengths are an error, not a panic
 }
+
+/// Ten ticks over a narrow span keep distinct labels; ordinary spans keep three decimals.
+#[test]
+fn tick_labels_carry_the_digits_the_span_needs() {
+    let labels: Vec<String> = (0..10).map(|k| fmt_tick(0.034 + k as f64 * 0.0005, 0.0045)).collect();
+    assert_eq!(labels.iter().collect::<std::collections::HashSet<_>>().len(), 10, "{labels:?}");
+    assert_eq!(fmt_tick(0.5, 1.0), "0.5");
+    assert_eq!(fmt_tick(12345.0, 0.001), fmt_num(12345.0));
+}

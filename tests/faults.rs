@@ -283,7 +283,8 @@ fn a_diverging_member_is_retried_with_a_logged_sub_seed_or_marked_failed() {
     assert_eq!(status["members"][0]["state"], "finished", "the others are not stopped");
     let explain = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "explain"]).output().unwrap();
     assert_eq!(explain.status.code(), Some(2), "a failed member is never averaged in silently");
-    assert!(String::from_utf8_lossy(&explain.stderr).contains("1 (failed at epoch 3)"), "{}", String::from_utf8_lossy(&explain.stderr));
+    let stderr = String::from_utf8_lossy(&explain.stderr);
+    assert!(stderr.contains("1 (failed at epoch 3); they diverged on every attempt: pass --allow-partial"), "{stderr}");
     // `run --allow-partial` goes on without it to the report, and still exits 1.
     let run = agra().arg("--run-dir").arg(&failed).args(tiny()).args(LONG).args(["--set", "train.nan_retries=0", "run", "--allow-partial"]).output().unwrap();
     assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
@@ -305,6 +306,11 @@ fn a_member_whose_state_overflows_under_a_finite_loss_diverges() {
     assert!(stderr.contains("member 0: not finite (loss, weights or Adam moments) at epoch 1") && stderr.contains("train.lr"), "{stderr}");
     let status = status_json(dir.path());
     assert!(status["members"].as_array().unwrap().iter().all(|m| m["state"] == "failed"), "{status}");
+    // Training again cannot help, and explain says so rather than asking for it.
+    let out = agra().arg("--run-dir").arg(dir.path()).args(tiny()).args(sets).args(["explain", "--allow-partial"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nothing to explain") && !stderr.contains("agra train"), "{stderr}");
 }
 
 /// A run stopped while member 1's retry had no checkpoint yet (its checkpoints deleted, its

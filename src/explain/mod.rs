@@ -373,20 +373,27 @@ pub fn load_signals(run: &RunDir, split: &str) -> Result<Split> {
 fn finished_members(run: &RunDir, arch: &Architecture, allow_partial: bool, ui: &Progress) -> Result<Vec<(usize, Vec<f32>)>> {
     let mut finished = Vec::new();
     let mut absent = Vec::new();
+    let mut trainable = false;
     for m in 0..run.config.train.members {
         match crate::train::member_state(run, arch, m)? {
             crate::train::MemberStanding { state: "finished", checkpoint: Some(c), .. } => finished.push((m, c.weights)),
-            s => absent.push(format!("{m} ({})", s.describe())),
+            s => {
+                trainable |= s.state != "failed";
+                absent.push(format!("{m} ({})", s.describe()));
+            }
         }
     }
     if !absent.is_empty() {
         let list = absent.join(", ");
         if !allow_partial || finished.is_empty() {
-            return Err(UsageError::new(format!(
-                "explain: members not finished: {list}; run `agra train` first{}",
-                if finished.is_empty() { "" } else { " or pass --allow-partial" }
-            ))
-            .into());
+            // Training again cannot finish a member that diverged on every attempt.
+            let next = match (trainable, finished.is_empty()) {
+                (true, true) => "run `agra train` first",
+                (true, false) => "run `agra train` first or pass --allow-partial",
+                (false, true) => "every one diverged on every attempt: nothing to explain (a smaller train.lr, in a new --run-dir, may help)",
+                (false, false) => "they diverged on every attempt: pass --allow-partial to explain the others",
+            };
+            return Err(UsageError::new(format!("explain: members not finished: {list}; {next}")).into());
         }
         ui.warn(&format!("explain: leaving out members {list}"));
     }

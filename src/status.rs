@@ -47,8 +47,9 @@ impl Human for crate::explain::Summary {
             .iter()
             .map(|m| {
                 let conv = m.not_converged.map(|n| format!(", {n} not converged")).unwrap_or_default();
+                let idle = m.already_optimal.filter(|&n| n > 0).map(|n| format!(", {n} already optimal")).unwrap_or_default();
                 let gap = m.completeness_gap.map(|g| format!(", completeness gap {g:.4}")).unwrap_or_default();
-                format!("{} {:.1} worker-s {:.0} grad/worker-s{conv}{gap}", m.method, m.seconds, m.evaluations_per_second)
+                format!("{} {:.1} worker-s {:.0} grad/worker-s{conv}{idle}{gap}", m.method, m.seconds, m.evaluations_per_second)
             })
             .collect();
         let memory = &self.memory;

@@ -25,6 +25,10 @@ pub struct MethodSummary {
     pub evaluations_per_second: f64,
     /// grad and smoothgrad: pairs that did not reach the tolerance, and mean iterations.
     pub not_converged: Option<usize>,
+    /// grad and smoothgrad: pairs already below the tolerance at the start, whose attribution
+    /// is zero (the member scores the signal optimal as it is). Absent from older manifests.
+    #[serde(default)]
+    pub already_optimal: Option<usize>,
     pub mean_iterations: Option<f64>,
     /// ig: mean |sum(A) - (L(x) - L(0))| over pairs.
     pub completeness_gap: Option<f64>,
@@ -130,6 +134,7 @@ fn write_method(
         gradient_evaluations: evaluations,
         evaluations_per_second: evaluations / seconds.max(1e-9),
         not_converged: has_iterations.then(|| converged.iter().filter(|&&c| c == 0).count()),
+        already_optimal: has_iterations.then(|| iterations.iter().filter(|&&n| n == 0).count()),
         mean_iterations: has_iterations.then(|| iterations.iter().sum::<i64>() as f64 / iterations.len().max(1) as f64),
         completeness_gap: has(|p| p.gap.is_some()).then(|| gap.iter().map(|&g| g as f64).sum::<f64>() / gap.len().max(1) as f64),
     };

@@ -97,18 +97,20 @@ pub fn localisation(e: &Evaluation, methods: &[String]) -> String {
 
 pub fn explain_stats(e: &Evaluation) -> String {
     let mut out = String::from(
-        "| method | members | worker-seconds | gradient evaluations per worker-second | not converged | mean iterations | completeness gap |\n|---|---|---|---|---|---|---|\n",
+        "| method | members | worker-seconds | gradient evaluations per worker-second | not converged | already optimal (attribution 0) | mean iterations | completeness gap |\n|---|---|---|---|---|---|---|---|\n",
     );
     for m in &e.explain {
         let opt = |v: Option<f64>, digits: usize| v.map_or("NA".to_string(), |v| format!("{v:.digits$}"));
+        let of_pairs = |n: Option<usize>| n.map_or("NA".into(), |n| format!("{n} of {}", m.members.len() * m.shape[1]));
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.0} | {} | {} | {} | {} |",
             m.method,
             m.members.len(),
             m.seconds,
             m.evaluations_per_second,
-            m.not_converged.map_or("NA".into(), |n| format!("{n} of {}", m.members.len() * m.shape[1])),
+            of_pairs(m.not_converged),
+            of_pairs(m.already_optimal),
             opt(m.mean_iterations, 1),
             opt(m.completeness_gap, 4),
         );

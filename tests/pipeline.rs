@@ -182,3 +182,30 @@ fn claims_that_a_run_cannot_test_are_said_to_be_untested() {
     let report = std::fs::read_to_string(arrays.join("report/report.md")).unwrap();
     assert!(report.contains("- not tested: whether every AGRA version beats its single-member method"), "{report}");
 }
+
+/// `--safetensors` adds the arrays as one safetensors file per method, listed in the manifest;
+/// an explain without it (or of another split) removes it rather than leave it stale.
+#[test]
+fn explain_writes_safetensors_on_request_and_never_leaves_them_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = ["--set", "train.members=2", "--set", "explain.methods=[\"saliency\"]"];
+    ok(dir.path(), &[&two[..], &["train"]].concat());
+    ok(dir.path(), &[&two[..], &["explain", "--safetensors"]].concat());
+    let folder = dir.path().join("explain/saliency");
+    let bytes = std::fs::read(folder.join("attributions.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ensemble = np_shape(&folder.join("ensemble.npy"));
+    assert_eq!(file.tensor("ensemble").unwrap().shape(), ensemble.as_slice());
+    assert_eq!(file.tensor("members").unwrap().shape(), [&[2][..], &ensemble].concat().as_slice());
+    let manifest = std::fs::read_to_string(folder.join("manifest.json")).unwrap();
+    assert!(manifest.contains("attributions.safetensors"), "{manifest}");
+    ok(dir.path(), &[&two[..], &["explain", "--split", "train"]].concat());
+    assert!(!folder.join("attributions.safetensors").exists(), "a stale safetensors file beside the train split's arrays");
+}
+
+/// The shape a .npy file's header states.
+fn np_shape(path: &std::path::Path) -> Vec<usize> {
+    let header = String::from_utf8_lossy(&std::fs::read(path).unwrap()[..128]).into_owned();
+    let inside = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    inside.split(',').filter_map(|d| d.trim().parse().ok()).collect()
+}

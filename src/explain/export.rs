@@ -34,6 +34,10 @@ pub struct MethodSummary {
     pub completeness_gap: Option<f64>,
 }
 
+/// Every array file a method's folder can hold.
+const OUTPUTS: [&str; 7] =
+    ["ensemble.npy", "std.npy", "members.npy", "iterations.npy", "converged.npy", "completeness_gap.npy", "attributions.safetensors"];
+
 pub fn write_all(
     run: &RunDir,
     ids: &[usize],
@@ -112,6 +116,11 @@ fn write_method(
     }
     if args.safetensors {
         put("attributions.safetensors", safetensors_bytes(&mean, &std, &members, shape, &full)?)?;
+    }
+    // What an earlier explain wrote and this one did not (--safetensors is per invocation, and
+    // --split changes every shape) would otherwise sit beside the new arrays, stale.
+    for old in OUTPUTS.iter().filter(|f| !files.iter().any(|w| w == *f)) {
+        crate::store::remove_if_present(&dir.join(old))?;
     }
     let e = &run.config.explain;
     let parameters = match name {

@@ -95,7 +95,7 @@ fn a_split_of_another_config_is_refused_and_a_deleted_one_made_again() {
     assert!(stderr.contains("train.safetensors was made by another config"), "{stderr}");
     std::fs::remove_file(&split).unwrap();
     // What a kill during the split's writing leaves is swept when it is made again.
-    let stale = run_dir.join("data/.train.Ab3xYz.tmp.safetensors");
+    let stale = run_dir.join("data/.train.agra.Ab3xYz.tmp.safetensors");
     std::fs::write(&stale, b"partial").unwrap();
     ok(&run_dir, &[&short[..], &["train"]].concat());
     assert!(split.exists() && !stale.exists());

@@ -208,7 +208,7 @@ fn kill_9_at_random_moments_then_resume_is_bit_identical() {
     assert!(kills >= 10, "only {kills} kills landed before training finished");
     // A kill between a temp file's creation and its rename leaves it behind; the next run
     // clears its members' folders of them (planted here, as no kill is sure to land there).
-    std::fs::write(run_dir.join("members/m0000/.epoch-00002.x7Kq2b.tmp.safetensors"), b"partial").unwrap();
+    std::fs::write(run_dir.join("members/m0000/.epoch-00002.agra.x7Kq2b.tmp.safetensors"), b"partial").unwrap();
     assert!(train_diverging(&run_dir, LONGER).output().unwrap().status.success());
     let temps = (0..3).flat_map(|m| run_dir.join(format!("members/m{m:04}")).read_dir().unwrap());
     let temps: Vec<_> = temps.map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains(".tmp.")).collect();

@@ -185,7 +185,7 @@ fn non_negative(key: &str, v: f64) -> Result<()> {
 /// ones become 0 there, and Adam's eps divided 0 by 0) to 1e12.
 fn finite_positive(key: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v >= f64::from(f32::MIN_POSITIVE) && v < 1e12) {
-        return bad(format!("{key} = {v:?} must be a number from 1.2e-38 (f32's smallest normal) to below 1e12"));
+        return bad(format!("{key} = {v:?} must be a number from {:?} (f32's smallest normal) to below 1e12", f32::MIN_POSITIVE));
     }
     Ok(())
 }

@@ -96,6 +96,7 @@ fn write_method(
     let full = [m, shape[0], shape[1], shape[2]];
     let mut files = vec![];
     let mut put = |file: &str, bytes: Vec<u8>| -> Result<()> {
+        debug_assert!(OUTPUTS.contains(&file), "{file} is missing from OUTPUTS, so a stale one would stay");
         crate::store::write_atomic(&dir.join(file), &bytes)?;
         files.push(file.to_string());
         Ok(())
@@ -143,7 +144,7 @@ fn write_method(
         gradient_evaluations: evaluations,
         evaluations_per_second: evaluations / seconds.max(1e-9),
         not_converged: has_iterations.then(|| converged.iter().filter(|&&c| c == 0).count()),
-        already_optimal: has_iterations.then(|| iterations.iter().filter(|&&n| n == 0).count()),
+        already_optimal: has_iterations.then(|| iterations.iter().zip(&converged).filter(|&(&n, &c)| n == 0 && c == 1).count()),
         mean_iterations: has_iterations.then(|| iterations.iter().sum::<i64>() as f64 / iterations.len().max(1) as f64),
         completeness_gap: has(|p| p.gap.is_some()).then(|| gap.iter().map(|&g| g as f64).sum::<f64>() / gap.len().max(1) as f64),
     };

@@ -47,6 +47,7 @@ static HOLD: extern "C" fn() = hold;
 
 /// Blocks the stop signals until `install` releases them. Runs before any shared library's
 /// initialisers, so it only calls syscall wrappers and stores an atomic.
+#[cfg(not(test))]
 extern "C" fn hold() {
     // SAFETY: sigset_t is plain data initialised by sigemptyset; sigprocmask reads `set` and
     // writes `old`, both valid for the call.
@@ -90,7 +91,7 @@ pub fn install() -> Result<()> {
         let unheeded_now = Arc::clone(unheeded());
         let say = move || {
             if unheeded_now.load(Ordering::SeqCst) {
-                const MESSAGE: &[u8] = b"agra: interrupted: this stage is done again whole by the next run\n";
+                const MESSAGE: &[u8] = b"agra: interrupted: nothing half-written is kept; run the command again\n";
                 // SAFETY: write(2) is async-signal-safe; a short or failed write loses only the note.
                 let _ = unsafe { libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len()) };
             }

@@ -63,8 +63,7 @@ pub struct Summary {
     pub rows: Vec<Row>,
     /// None where there was no check (fewer than 2 members) or its answer is undefined.
     pub sanity_passed: Option<bool>,
-    /// Whether the check ran, so the human form can tell those two apart.
-    #[serde(skip)]
+    /// Whether the check ran, to tell those two apart.
     pub sanity_ran: bool,
     pub file: String,
     pub seconds: f64,

@@ -102,7 +102,7 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
             plot::signals(&figs.join(&stem), truth.dims, truth.length, &panels)?;
             let shows = if reconstructs { "attribution and reconstruction" } else { "attribution" };
             let whose = if single.is_some() { "one member and the AGRA average" } else { "the AGRA average" };
-            figures.push((format!("{name} on {} signal {i}: {whose}, {shows}", run.config.explain.split), stem));
+            figures.push((format!("{name} on {} signal {i}: {whose}, {shows}", e.split), stem));
         }
     }
     for c in &e.curves {

@@ -36,19 +36,26 @@ fn temp_file(dir: &Path, name: &str) -> std::io::Result<tempfile::NamedTempFile>
     // tempfile's default 0600 would keep every output from the user's group (a shared
     // cluster project); 0666 goes through the umask like any other file the user makes.
     tempfile::Builder::new()
-        .prefix(&format!(".{stem}."))
+        .prefix(&format!(".{stem}.{TEMP_MARK}."))
         .rand_bytes(TEMP_RANDOM)
         .suffix(&format!(".tmp.{ext}"))
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
 }
 
-/// Whether a file name is one of `write_atomic`'s temp files (`.<stem>.<6 random>.tmp.<ext>`),
-/// and not a user's own hidden file that happens to contain `.tmp.`.
+/// Whether a file name is one of `write_atomic`'s temp files (`.<stem>.agra.<6 random>.tmp.<ext>`),
+/// and not a user's own hidden file (`.notes.draft1.tmp.md` is one: the sweeps must leave it).
 pub fn is_temp_name(name: &str) -> bool {
     let Some((head, _ext)) = name.strip_prefix('.').and_then(|rest| rest.rsplit_once(".tmp.")) else { return false };
-    head.rsplit_once('.').is_some_and(|(_, random)| random.len() == TEMP_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric()))
+    head.rsplit_once('.').is_some_and(|(stem, random)| {
+        stem.strip_suffix(TEMP_MARK).is_some_and(|s| s.ends_with('.'))
+            && random.len() == TEMP_RANDOM
+            && random.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
+
+/// What marks a temp file as agra's, beside the random part.
+const TEMP_MARK: &str = "agra";
 
 /// The random part of a temp file's name (tempfile's default, pinned so `is_temp_name` holds).
 const TEMP_RANDOM: usize = 6;
@@ -167,11 +174,11 @@ mod tests {
     #[test]
     fn stale_temp_files_go_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let keep = ["epoch-00003.safetensors", ".hidden", "a.tmp.npy", "metrics.jsonl", ".notes.tmp.txt", ".a.b.toolong.tmp.x"];
+        let keep = ["epoch-00003.safetensors", ".hidden", "a.tmp.npy", "metrics.jsonl", ".notes.tmp.txt", ".notes.draft1.tmp.md", ".a.agra.toolong.tmp.x"];
         keep.iter().for_each(|n| std::fs::write(dir.path().join(n), b"x").unwrap());
         std::fs::create_dir(dir.path().join(".d.x1.tmp.dir")).unwrap();
         // What write_atomic leaves when killed between creating and renaming.
-        let temp = dir.path().join(".epoch-00004.Ab3xYz.tmp.safetensors");
+        let temp = dir.path().join(".epoch-00004.agra.Ab3xYz.tmp.safetensors");
         std::fs::write(&temp, b"partial").unwrap();
         let mut written = Vec::new();
         for name in ["run.json", "config.toml", "noext"] {

@@ -178,7 +178,7 @@ pub fn train_pack(
                 // infinite, and the steps through it zero): such a member never recovers, and
                 // its checkpoint would not load. Checked here, where the state is on the host
                 // anyway; the last epoch always checkpoints, so none finishes with it.
-                if ![&ckpt.weights, &ckpt.adam_m, &ckpt.adam_v].iter().all(|v| v.iter().all(|x| x.is_finite())) {
+                if !ckpt.all_finite() {
                     diverged_at[i] = Some(epoch + 1);
                     continue;
                 }

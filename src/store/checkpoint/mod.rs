@@ -47,6 +47,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Whether every weight and Adam moment is finite: training never writes a member whose
+    /// state is not, and loading refuses one.
+    pub fn all_finite(&self) -> bool {
+        [&self.weights, &self.adam_m, &self.adam_v].iter().all(|values| values.iter().all(|v| v.is_finite()))
+    }
+
     /// SHA-256 of the weights alone: equal hashes mean bit-identical members.
     pub fn weights_hash(&self) -> String {
         super::sha256_hex(&[bytes(&self.weights)])
@@ -203,7 +209,7 @@ pub fn load(path: &Path, arch: &Architecture, config_hash: &str) -> Result<Check
     }
     // Training never writes a diverged member, so this is a file made or edited elsewhere, with
     // its hash recomputed: resuming from it would only diverge, and explaining average NaN in.
-    if ![&ckpt.weights, &ckpt.adam_m, &ckpt.adam_v].iter().all(|values| values.iter().all(|v| v.is_finite())) {
+    if !ckpt.all_finite() {
         bail!("holds values that are not finite (NaN or infinity)");
     }
     Ok(ckpt)

@@ -63,11 +63,11 @@ fn foreign_directories_and_files_are_refused() {
 #[test]
 fn a_directory_another_agra_is_creating_is_not_foreign() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(".config.aP7c1D.tmp.toml"), "x").unwrap();
+    std::fs::write(dir.path().join(".config.agra.aP7c1D.tmp.toml"), "x").unwrap();
     std::fs::write(dir.path().join(".agra-write-test"), "").unwrap();
     std::fs::create_dir(dir.path().join("locks")).unwrap();
     RunDir::open(dir.path(), &config(&[])).unwrap();
-    assert!(!dir.path().join(".config.aP7c1D.tmp.toml").exists(), "a temp file left when no one holds the meta lock is stale");
+    assert!(!dir.path().join(".config.agra.aP7c1D.tmp.toml").exists(), "a temp file left when no one holds the meta lock is stale");
     let fresh = dir.path().join("fresh");
     std::fs::create_dir(&fresh).unwrap();
     std::fs::write(fresh.join("notes.tmp.txt"), "x").unwrap();

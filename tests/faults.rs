@@ -72,10 +72,23 @@ fn a_hangup_under_nohup_is_ignored() {
 #[test]
 fn a_stop_signal_while_agra_starts_exits_3() {
     let dir = tempfile::tempdir().unwrap();
+    // SIGHUP, SIGINT, SIGUSR1 and SIGTERM in /proc's SigBlk mask (bit n - 1 for signal n).
+    const STOP_BITS: u64 = 1 << 0 | 1 << 1 | 1 << 9 | 1 << 14;
     for signal in ["-USR1", "-TERM", "-HUP", "-INT"] {
         let child = agra().arg("--run-dir").arg(dir.path()).arg("status").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-        // After the dynamic loader (a few ms), inside the static initialisers.
-        std::thread::sleep(Duration::from_millis(100));
+        // Once the loader has mapped the libraries (tens of ms warm, more from a cold cache) the
+        // mask holds the stop signals until the handlers are in place: signal inside that window.
+        let status = format!("/proc/{}/status", child.id());
+        let blocked = || {
+            let text = std::fs::read_to_string(&status).unwrap_or_default();
+            let mask = text.lines().find_map(|l| l.strip_prefix("SigBlk:")).map(|m| u64::from_str_radix(m.trim(), 16).unwrap());
+            mask.is_some_and(|m| m & STOP_BITS == STOP_BITS)
+        };
+        let started = Instant::now();
+        while !blocked() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{signal}: the stop signals were never blocked while agra started");
+            std::thread::sleep(Duration::from_micros(200));
+        }
         assert!(std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(3), "{signal}: {out:?}");

@@ -141,7 +141,9 @@ impl Config {
             // set that brought the error in does.
             type_error(&value).map_or(Ok(()), |m| Err(named(m)))?;
         }
-        Self::from_value(value)
+        let config = Self::from_value(value)?;
+        validate::check_new(&config)?;
+        Ok(config)
     }
 
     /// Parses a complete configuration (a run directory's saved copy, say) and validates it.

@@ -116,3 +116,19 @@ fn member_seeds_are_distinct_and_stable() {
     assert_eq!(seeds.len(), 1000);
     assert_eq!(c.member_seed(3), load("quick", &["train.epochs=9"]).unwrap().member_seed(3));
 }
+
+/// Rules added later refuse new configurations only: a run directory whose config.toml
+/// predates them (sanity_members = 1 meant "no check", repeated examples a figure twice) still
+/// opens, `status` included.
+#[test]
+fn later_rules_refuse_new_configs_but_not_saved_ones() {
+    for set in ["evaluate.sanity_members=1", "evaluate.examples=[1, 1]", "train.eps=1e-40"] {
+        let message = usage_error(&[set]);
+        assert!(message.contains(set.split('=').next().unwrap()), "{message}");
+        let mut saved = toml::Value::try_from(load("quick", &[]).unwrap()).unwrap();
+        let (key, value) = set.split_once('=').unwrap();
+        let (section, name) = key.split_once('.').unwrap();
+        saved[section][name] = toml::from_str::<toml::Value>(&format!("v = {value}")).unwrap()["v"].clone();
+        Config::from_value(saved).unwrap();
+    }
+}

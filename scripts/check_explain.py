@@ -15,7 +15,7 @@ differ by more than APART of that largest value: a max-pool tie broken the other
 descent gone elsewhere, see main) and max_rel_diff_together (over the other pairs); for grad and
 gxi also iterations_differ / converged_differ (pairs with another step count / converged flag
 than grad's iterations.npy / converged.npy). smoothgrad draws its noise from agra's own RNG and
-is not checked. Exit 2 when numpy, torch or safetensors is missing.
+is not checked. Exit 2 when numpy, torch or safetensors is missing, or the run kept no member arrays.
 """
 import argparse
 import json
@@ -44,7 +44,8 @@ APART = 1e-5
 
 
 def load_member(path, device):
-    """Newest checkpoint's weights, in float64."""
+    """Newest checkpoint's weights, in float64 (unverified: agra passes over a damaged file, and
+    this would not, so check a run whose status lists no file passed over)."""
     newest = sorted(path.glob("epoch-*.safetensors"))[-1]
     return {k[2:]: v.double().to(device) for k, v in load_file(newest).items() if k.startswith("w.")}
 
@@ -141,6 +142,9 @@ def main():
     if not manifests:
         json.dump({}, sys.stdout)
         return
+    if not all((run / "explain" / m / "members.npy").exists() for m in manifests):
+        print("check_explain.py needs each member's arrays (explain.keep_members = true)", file=sys.stderr)
+        sys.exit(2)
     first = next(iter(manifests.values()))
     x = torch.from_numpy(load_split(run, first["split"])).double().to(device)
     members = first["members"][:args.members]

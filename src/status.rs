@@ -28,6 +28,9 @@ impl Human for crate::data::Summary {
 impl Human for crate::train::Summary {
     fn human(&self) -> String {
         let failed = if self.failed.is_empty() { String::new() } else { format!(", failed {:?}", self.failed) };
+        if self.finished == 0 {
+            return format!("0 of {} members finished{failed}; {:.1} s", self.members.len(), self.seconds);
+        }
         format!(
             "{} of {} members finished{failed}; test MSE {:.3} +/- {:.3}, {}; {:.1} s",
             self.finished,
@@ -193,7 +196,7 @@ impl Human for crate::metrics::Summary {
         let sanity = match (self.sanity_passed, self.sanity_ran) {
             (Some(true), _) => "sanity check passed",
             (Some(false), _) => "SANITY CHECK FAILED",
-            (None, true) => "sanity check undefined (a constant saliency map: see the report)",
+            (None, true) => "sanity check undefined (the trained members' saliency maps are constant)",
             (None, false) => "no sanity check",
         };
         format!("unsigned Pearson: {}; {sanity}; {} ({:.1} s)", methods.join(", "), self.file, self.seconds)

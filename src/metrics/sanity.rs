@@ -27,8 +27,8 @@ pub struct Sanity {
     pub truth_trained: f64,
     #[serde(deserialize_with = "super::nan::f64")]
     pub truth_random: f64,
-    /// None where a similarity is undefined: a saliency map constant over a signal (a network
-    /// that scores every input alike) ranks nothing.
+    /// None where the trained members' saliency maps are constant over every signal (networks
+    /// that score every input alike): they rank nothing to compare.
     pub passed: Option<bool>,
 }
 
@@ -65,7 +65,12 @@ pub fn check(config: &Config, worker: &Worker, trained: &[Vec<f32>], truth: &Spl
         trained_vs_trained,
         truth_trained: mean(&gt_t),
         truth_random: mean(&gt_r),
-        passed: (trained_vs_random.is_finite() && trained_vs_trained.is_finite()).then_some(trained_vs_random < trained_vs_trained),
+        passed: match (trained_vs_random.is_finite(), trained_vs_trained.is_finite()) {
+            (true, true) => Some(trained_vs_random < trained_vs_trained),
+            // Only the random networks' maps are flat: the trained ones' cannot come from them.
+            (false, true) => Some(true),
+            _ => None,
+        },
     }))
 }
 

@@ -251,7 +251,7 @@ fn markdown(
             match s.passed {
                 Some(true) => "Passed: the explanations depend on the trained weights.",
                 Some(false) => "FAILED: explanations barely change when the weights are randomised.",
-                None => "Undefined: a saliency map is the same at every position (a network that scores every input alike), so it ranks nothing.",
+                None => "Undefined: the trained members' saliency maps are the same at every position (networks that score every input alike), so there is nothing to compare.",
             }
         );
         if let Some((_, q)) = quality.filter(|(_, q)| s.passed == Some(false) && q.r2_mean < 0.5) {

@@ -18,6 +18,7 @@ than grad's iterations.npy / converged.npy). smoothgrad draws its noise from agr
 is not checked. Exit 2 when numpy, torch or safetensors is missing, or the run kept no member arrays.
 """
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ try:
     import numpy as np
     import torch
     import torch.nn.functional as F
+    from safetensors import safe_open
     from safetensors.torch import load_file
 except ImportError as e:
     print(f"check_explain.py needs numpy, torch and safetensors: {e}", file=sys.stderr)
@@ -44,10 +46,19 @@ APART = 1e-5
 
 
 def load_member(path, device):
-    """Newest checkpoint's weights, in float64 (unverified: agra passes over a damaged file, and
-    this would not, so check a run whose status lists no file passed over)."""
-    newest = sorted(path.glob("epoch-*.safetensors"))[-1]
-    return {k[2:]: v.double().to(device) for k, v in load_file(newest).items() if k.startswith("w.")}
+    """The weights of the newest checkpoint whose content hash verifies, in float64: the one
+    agra explains with (it passes over a damaged file, docs/FORMATS.md)."""
+    for file in sorted(path.glob("epoch-*.safetensors"), reverse=True):
+        with safe_open(file, "np") as f:
+            header = f.metadata()["header"]
+            expected = f.metadata()["content_sha256"]
+            # SHA-256 of the header, then weights and both Adam moments in parameter order (the
+            # file's sorted names are the network's order: conv1-conv4, fc1, fc2).
+            names = [k for k in f.keys() if k.startswith("w.")]
+            parts = [f.get_tensor(f"{group}.{n[2:]}").astype("<f4").tobytes() for group in ("w", "adam_m", "adam_v") for n in names]
+        if hashlib.sha256(header.encode() + b"".join(parts)).hexdigest() == expected:
+            return {k[2:]: v.double().to(device) for k, v in load_file(file).items() if k.startswith("w.")}
+    raise SystemExit(f"check_explain.py: no checkpoint in {path} verifies")
 
 
 def make_loss(w, offset, target, kernel):

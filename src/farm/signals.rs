@@ -49,34 +49,34 @@ static HOLD: extern "C" fn() = hold;
 /// initialisers, so it only calls syscall wrappers and stores an atomic.
 #[cfg(not(test))]
 extern "C" fn hold() {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset; sigprocmask reads `set` and
-    // writes `old`, both valid for the call.
-    unsafe {
-        let (mut set, mut old): (libc::sigset_t, libc::sigset_t) = (std::mem::zeroed(), std::mem::zeroed());
-        libc::sigemptyset(&mut set);
-        for sig in STOP {
-            libc::sigaddset(&mut set, sig);
-        }
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
-            let held = STOP.iter().enumerate().filter(|&(_, &sig)| libc::sigismember(&old, sig) == 0);
-            HELD.store(held.fold(0, |bits, (i, _)| bits | 1 << i), Ordering::SeqCst);
-        }
+    let mut old = stop_set(0);
+    // SAFETY: both sets are initialised; sigprocmask reads one and writes the other.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &stop_set(u32::MAX), &mut old) } == 0 {
+        // SAFETY: `old` was just filled in by sigprocmask.
+        let held = STOP.iter().enumerate().filter(|&(_, &sig)| unsafe { libc::sigismember(&old, sig) } == 0);
+        HELD.store(held.fold(0, |bits, (i, _)| bits | 1 << i), Ordering::SeqCst);
     }
 }
 
 /// Unblocks what `hold` blocked; a signal pending since then is delivered now.
 fn release() {
-    let held = HELD.swap(0, Ordering::SeqCst);
-    // SAFETY: as in `hold`.
+    let held = stop_set(HELD.swap(0, Ordering::SeqCst));
+    // SAFETY: `held` is an initialised set; a null old set is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &held, std::ptr::null_mut()) };
+}
+
+/// The signals of `STOP` whose bit is set in `bits` (bit i for `STOP[i]`), as a signal set.
+fn stop_set(bits: u32) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, and sigemptyset initialises it before any use.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for (i, sig) in STOP.into_iter().enumerate() {
-            if held & 1 << i != 0 {
+            if bits & 1 << i != 0 {
                 libc::sigaddset(&mut set, sig);
             }
         }
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        set
     }
 }
 

@@ -83,7 +83,7 @@ pub fn run(run: &RunDir, devices: &Devices, ui: &Progress) -> Result<Summary> {
     for arrays in &methods {
         let name = &arrays.manifest.method;
         ui.note(&format!("evaluate: {name}"));
-        let wanted = Wanted { reconstructs: matches!(name.as_str(), "grad" | "smoothgrad"), localisation: true };
+        let wanted = Wanted { reconstructs: signal::reconstructs(name), localisation: true };
         let m = arrays.manifest.members.len();
         if let Some(members) = &arrays.members {
             let per_member = members.len() / m;

@@ -26,6 +26,12 @@ impl Scores {
     }
 }
 
+/// Whether a method's attribution is x0 minus a reconstruction of the signal (grad and
+/// smoothgrad descend to one), so the reconstruction MSE and the signed Pearson apply to it.
+pub fn reconstructs(method: &str) -> bool {
+    matches!(method, "grad" | "smoothgrad")
+}
+
 /// What to compute: everything, or only the cheap correlation metrics (for Figure 4 curves).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Wanted {

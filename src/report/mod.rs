@@ -78,7 +78,7 @@ pub fn run(run: &RunDir, ui: &Progress) -> Result<Summary> {
     figures.push(("Figure 1: ideal and perturbed signals, bumps marked".to_string(), "fig1_data".to_string()));
 
     for (name, arrays) in methods.iter().zip(&explained) {
-        let reconstructs = matches!(name.as_str(), "grad" | "smoothgrad");
+        let reconstructs = crate::metrics::signal::reconstructs(name);
         for &i in &examples {
             let single = arrays.members.as_ref().map(|m| row(m, i));
             let (agra, spread) = (row(&arrays.ensemble, i), row(&arrays.std, i));

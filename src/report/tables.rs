@@ -41,10 +41,10 @@ pub fn single_vs_agra(e: &Evaluation, metric: &str, methods: &[String]) -> Strin
     out
 }
 
-/// Whether a method has a metric: only grad and smoothgrad reconstruct the signal, so only
-/// they have a reconstruction MSE and a signed correlation.
+/// Whether a method has a metric: only the methods that reconstruct the signal have a
+/// reconstruction MSE and a signed correlation.
 pub fn applies(method: &str, key: &str) -> bool {
-    matches!(method, "grad" | "smoothgrad") || !matches!(key, "mse" | "pearson_signed")
+    crate::metrics::signal::reconstructs(method) || !matches!(key, "mse" | "pearson_signed")
 }
 
 /// A Table IV verdict: method, metric key, and whether AGRA is better (None where either side

@@ -219,12 +219,12 @@ pub fn run(run: &RunDir, devices: &Devices, args: &TrainArgs, ui: &Progress) -> 
                 if start.attempt < cfg.nan_retries {
                     let retry = MemberStart::fresh(&ctx.config, m, start.attempt + 1);
                     ui.warn(&format!(
-                        "member {m}: not finite (loss, weights or Adam moments) at epoch {epoch} (seed {}); retrying with sub-seed {}",
-                        start.seed, retry.seed
+                        "member {m}: {} at epoch {epoch} (seed {}); retrying with sub-seed {}",
+                        resume::DIVERGED, start.seed, retry.seed
                     ));
                     resume::begin_retry(&run.member_dir(m), &start, &retry, epoch)?;
                 } else {
-                    ui.warn(&format!("member {m}: not finite (loss, weights or Adam moments) at epoch {epoch}; marked failed"));
+                    ui.warn(&format!("member {m}: {} at epoch {epoch}; marked failed", resume::DIVERGED));
                     resume::mark_failed(&run.member_dir(m), &start, epoch)?;
                 }
             }

@@ -79,13 +79,16 @@ pub fn recorded_attempt(dir: &Path) -> std::result::Result<usize, String> {
     record["attempt"].as_u64().map(|a| a as usize).ok_or_else(|| damaged(&"no attempt"))
 }
 
+/// Why a member is retried or failed, as the warnings and its retry.json and failed.json say.
+pub const DIVERGED: &str = "not finite (loss, weights or Adam moments)";
+
 /// Records that member `retry.member` starts over on `retry.attempt` after `diverged` failed at
 /// `epoch`, and deletes the checkpoints of the attempts before (damaged ones too), which would
 /// outrank the retry's first ones.
 pub fn begin_retry(dir: &Path, diverged: &MemberStart, retry: &MemberStart, epoch: usize) -> Result<()> {
     let record = serde_json::json!({
         "member": retry.member, "attempt": retry.attempt, "seed": retry.seed,
-        "after": { "attempt": diverged.attempt, "seed": diverged.seed, "epoch": epoch, "reason": "not finite (loss, weights or Adam moments)" },
+        "after": { "attempt": diverged.attempt, "seed": diverged.seed, "epoch": epoch, "reason": DIVERGED },
     });
     crate::store::write_atomic(&dir.join(RETRY), record.to_string().as_bytes())?;
     checkpoint::remove_all(dir)
@@ -100,7 +103,7 @@ pub fn failed_epoch(dir: &Path) -> Option<usize> {
 pub fn mark_failed(dir: &Path, start: &MemberStart, epoch: usize) -> Result<()> {
     let record = serde_json::json!({
         "member": start.member, "seed": start.seed, "attempt": start.attempt,
-        "epoch": epoch, "reason": "not finite (loss, weights or Adam moments)",
+        "epoch": epoch, "reason": DIVERGED,
     });
     crate::store::write_atomic(&dir.join(FAILED), record.to_string().as_bytes())
 }
